@@ -1,0 +1,361 @@
+//! The admin API: inspection, routing-table writes, metrics and a small dashboard.
+//!
+//! Bound to loopback by default. With a token configured every path except the probes
+//! (`/healthz`, `/readyz`) needs `Authorization: Bearer <token>`; a non-loopback bind without a
+//! token is refused at start-up (see `config`).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use crate::core::table::{self, RoutingTable};
+use crate::gateway::Gateway;
+use crate::route_store::WriteError;
+
+/// Largest routing table accepted over the API.
+const MAX_TABLE_BYTES: usize = 8 * 1024 * 1024;
+
+pub struct Admin {
+    pub gw: Arc<Gateway>,
+    pub token: Option<String>,
+    pub started: tokio::time::Instant,
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+impl Admin {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> AdminResponse {
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        if !matches!(path.as_str(), "/healthz" | "/readyz") && !self.authorized(&req) {
+            return json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "missing or wrong bearer token"}),
+            );
+        }
+        match (&method, path.as_str()) {
+            (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
+            (&Method::GET, "/readyz") => self.readyz(),
+            (&Method::GET, "/cluster") => json_response(StatusCode::OK, &self.cluster()),
+            (&Method::GET, "/routes") => self.get_routes(),
+            (&Method::PUT, "/routes") => self.put_routes(req).await,
+            (&Method::GET, "/routes/history") => self.history(),
+            (&Method::POST, "/routes/rollback") => self.rollback(req).await,
+            (&Method::GET, "/quotas") => self.quotas(),
+            (&Method::GET, "/metrics") => self.metrics(),
+            (&Method::GET, "/") => self.dashboard(),
+            (
+                _,
+                "/healthz" | "/readyz" | "/cluster" | "/routes" | "/routes/history" | "/routes/rollback"
+                | "/quotas" | "/metrics" | "/",
+            ) => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": format!("{method} not allowed on {path}")}),
+            ),
+            _ => json_response(StatusCode::NOT_FOUND, &json!({"error": format!("no admin endpoint {path}")})),
+        }
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else { return true };
+        let Some(given) = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        else {
+            return false;
+        };
+        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+    }
+
+    fn readyz(&self) -> AdminResponse {
+        match self.gw.snapshot() {
+            Some(s) => json_response(StatusCode::OK, &json!({"ready": true, "routing_version": s.version})),
+            None => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"ready": false, "reason": "no routing table applied yet"}),
+            ),
+        }
+    }
+
+    fn services_health(&self) -> Value {
+        let now = tokio::time::Instant::now();
+        let mut out = serde_json::Map::new();
+        if let Some(snap) = self.gw.snapshot() {
+            for svc in &snap.services {
+                let healthy = svc.local.iter().filter(|e| e.is_available(now)).count();
+                out.insert(svc.name.clone(), json!({"healthy": healthy, "total": svc.local.len()}));
+            }
+        }
+        Value::Object(out)
+    }
+
+    /// The contract's cluster view. A node outside a Raft group is its own leader and only member.
+    fn cluster(&self) -> Value {
+        let id = &self.gw.identity.id;
+        let region = &self.gw.identity.region;
+        let version = self.gw.snapshot().map_or(0, |s| s.version);
+        json!({
+            "node": {"id": id, "region": region},
+            "raft": {
+                "leader": id, "term": 0, "role": "standalone",
+                "commit_index": version, "voters": [id], "learners": []
+            },
+            "routing": {"version": version},
+            "members": [{
+                "id": id, "region": region, "live": true, "raft_role": "standalone",
+                "routing_version": version, "services": self.services_health()
+            }]
+        })
+    }
+
+    fn get_routes(&self) -> AdminResponse {
+        let store = self.gw.store();
+        match store.current() {
+            Some(v) => json_response(StatusCode::OK, &json!({"version": v.version, "table": *v.table})),
+            None => json_response(StatusCode::OK, &json!({"version": 0, "table": RoutingTable::default()})),
+        }
+    }
+
+    async fn put_routes(&self, req: Request<Incoming>) -> AdminResponse {
+        let expected = match req.headers().get(header::IF_MATCH).map(parse_if_match) {
+            None => None,
+            Some(Some(v)) => Some(v),
+            Some(None) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "If-Match must be a version number"}),
+                )
+            }
+        };
+        let is_toml = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("toml"));
+        let body = match read_body(req).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let Ok(text) = std::str::from_utf8(&body) else {
+            return json_response(StatusCode::BAD_REQUEST, &json!({"error": "body is not UTF-8"}));
+        };
+        let parsed = if is_toml { table::parse_toml(text) } else { table::parse_json(text) };
+        let table = match parsed {
+            Ok(t) => t,
+            Err(e) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": e.to_string(), "problems": e.problems}),
+                )
+            }
+        };
+        write_result(self.gw.write_table(table, expected, "write"))
+    }
+
+    fn history(&self) -> AdminResponse {
+        let store = self.gw.store();
+        let versions: Vec<Value> = store
+            .history()
+            .map(|v| json!({"version": v.version, "committed_at_ms": v.committed_at_ms, "cause": v.cause, "table": *v.table}))
+            .collect();
+        json_response(StatusCode::OK, &json!({"current": store.current_version(), "versions": versions}))
+    }
+
+    async fn rollback(&self, req: Request<Incoming>) -> AdminResponse {
+        let body = match read_body(req).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let to =
+            serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("to").and_then(Value::as_u64));
+        let Some(to) = to else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "body must be {\"to\": VERSION}"}),
+            );
+        };
+        write_result(self.gw.rollback(to))
+    }
+
+    fn quotas(&self) -> AdminResponse {
+        let mut out = serde_json::Map::new();
+        if let Some(snap) = self.gw.snapshot() {
+            for (name, q) in &snap.table.quotas {
+                out.insert(
+                    name.clone(),
+                    json!({
+                        "key": q.key, "limit": q.limit, "window_ms": q.window_ms,
+                        "on_partition": q.on_partition,
+                        // Quota enforcement arrives with Raft-granted leases; until then a quota
+                        // is validated and shown but admits everything.
+                        "enforced": false, "leases": {}, "admitted": 0, "rejected": 0
+                    }),
+                );
+            }
+        }
+        json_response(StatusCode::OK, &json!({"quotas": out}))
+    }
+
+    fn metrics(&self) -> AdminResponse {
+        let mut out = String::with_capacity(8192);
+        self.gw.metrics.render(&mut out);
+        let gw = &self.gw;
+        let version = gw.snapshot().map_or(0, |s| s.version);
+        let _ = writeln!(out, "# HELP meridian_in_flight Requests being served by this node.\n# TYPE meridian_in_flight gauge\nmeridian_in_flight {}", gw.in_flight.load(Ordering::Relaxed));
+        let _ = writeln!(out, "# HELP meridian_routing_version Applied routing-table version.\n# TYPE meridian_routing_version gauge\nmeridian_routing_version {version}");
+        let _ = writeln!(out, "# HELP meridian_uptime_seconds Time since this node started.\n# TYPE meridian_uptime_seconds gauge\nmeridian_uptime_seconds {}", self.started.elapsed().as_secs());
+        out.push_str("# HELP meridian_endpoint_up Whether a local endpoint takes traffic (health checks and ejection).\n# TYPE meridian_endpoint_up gauge\n");
+        out.push_str("# HELP meridian_endpoint_in_flight Requests in flight to a local endpoint.\n# TYPE meridian_endpoint_in_flight gauge\n");
+        if let Some(snap) = gw.snapshot() {
+            let now = tokio::time::Instant::now();
+            for svc in &snap.services {
+                for ep in &svc.local {
+                    let labels = format!(
+                        "service=\"{}\",endpoint=\"{}\"",
+                        crate::metrics::esc(&svc.name),
+                        crate::metrics::esc(&ep.url)
+                    );
+                    let _ =
+                        writeln!(out, "meridian_endpoint_up{{{labels}}} {}", u8::from(ep.is_available(now)));
+                    let _ = writeln!(
+                        out,
+                        "meridian_endpoint_in_flight{{{labels}}} {}",
+                        ep.in_flight.load(Ordering::Relaxed)
+                    );
+                    let _ = writeln!(
+                        out,
+                        "meridian_endpoint_idle_connections{{{labels}}} {}",
+                        ep.pool.idle_count()
+                    );
+                }
+            }
+        }
+        let mut resp = Response::new(Full::new(Bytes::from(out)));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        resp
+    }
+
+    fn dashboard(&self) -> AdminResponse {
+        let c = self.cluster();
+        let mut html = String::from(
+            "<!doctype html><html><head><meta charset=utf-8><title>Meridian</title>\
+             <meta http-equiv=refresh content=2><style>body{font:14px system-ui;margin:2em}\
+             table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}\
+             .down{color:#b00}.up{color:#070}</style></head><body>",
+        );
+        let _ = write!(
+            html,
+            "<h1>Meridian node {} <small>({})</small></h1><p>routing version {} · raft role {}</p>",
+            esc_html(c["node"]["id"].as_str().unwrap_or("")),
+            esc_html(c["node"]["region"].as_str().unwrap_or("")),
+            c["routing"]["version"],
+            esc_html(c["raft"]["role"].as_str().unwrap_or("")),
+        );
+        html.push_str("<h2>Members</h2><table><tr><th>id</th><th>region</th><th>live</th><th>raft</th><th>routing version</th><th>services (healthy/total)</th></tr>");
+        for m in c["members"].as_array().into_iter().flatten() {
+            let services: Vec<String> = m["services"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{} {}/{}", esc_html(k), v["healthy"], v["total"]))
+                .collect();
+            let live = m["live"].as_bool().unwrap_or(false);
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td class={}>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc_html(m["id"].as_str().unwrap_or("")),
+                esc_html(m["region"].as_str().unwrap_or("")),
+                if live { "up" } else { "down" },
+                live,
+                esc_html(m["raft_role"].as_str().unwrap_or("")),
+                m["routing_version"],
+                services.join(", ")
+            );
+        }
+        html.push_str("</table><p><a href=/cluster>/cluster</a> · <a href=/routes>/routes</a> · <a href=/routes/history>/routes/history</a> · <a href=/quotas>/quotas</a> · <a href=/metrics>/metrics</a></p></body></html>");
+        let mut resp = Response::new(Full::new(Bytes::from(html)));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        resp
+    }
+}
+
+fn write_result(r: Result<u64, WriteError>) -> AdminResponse {
+    match r {
+        Ok(version) => json_response(StatusCode::OK, &json!({"version": version})),
+        Err(WriteError::Invalid(e)) => {
+            json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string(), "problems": e.problems}))
+        }
+        Err(e @ WriteError::Conflict { current, .. }) => {
+            json_response(StatusCode::CONFLICT, &json!({"error": e.to_string(), "version": current}))
+        }
+        Err(e @ WriteError::UnknownVersion(_)) => {
+            json_response(StatusCode::NOT_FOUND, &json!({"error": e.to_string()}))
+        }
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, AdminResponse> {
+    match Limited::new(req.into_body(), MAX_TABLE_BYTES).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({"error": format!("body larger than {MAX_TABLE_BYTES} bytes")}),
+        )),
+        Err(e) => {
+            Err(json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("reading body: {e}")})))
+        }
+    }
+}
+
+fn parse_if_match(v: &HeaderValue) -> Option<u64> {
+    let s = v.to_str().ok()?.trim();
+    let s = s.strip_prefix("W/").unwrap_or(s);
+    s.trim_matches('"').parse().ok()
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> AdminResponse {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn esc_html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_accepts_plain_and_quoted_versions() {
+        assert_eq!(parse_if_match(&HeaderValue::from_static("3")), Some(3));
+        assert_eq!(parse_if_match(&HeaderValue::from_static("\"7\"")), Some(7));
+        assert_eq!(parse_if_match(&HeaderValue::from_static("W/\"9\"")), Some(9));
+        assert_eq!(parse_if_match(&HeaderValue::from_static("abc")), None);
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,113 @@
+//! The gateway's one error type: what went wrong, whose fault it was, and the status it becomes.
+//!
+//! Every failure the data plane can answer with is a `GatewayError`; `status()` is the single
+//! place a failure turns into an HTTP status.
+
+use std::fmt;
+
+use http::StatusCode;
+
+/// Who is at fault: decides log level and which metric counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something we refuse.
+    Downstream,
+    /// The upstream failed or could not be reached.
+    Upstream,
+    /// Meridian itself declined (overload, no route, no healthy endpoint).
+    Gateway,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NoRoute,
+    NoHealthyUpstream,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    UpstreamProtocol,
+    Overloaded,
+    BodyTooLarge,
+    BadRequest,
+    ClientBodyFailed,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub kind: ErrorKind,
+    pub detail: String,
+}
+
+impl GatewayError {
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> GatewayError {
+        GatewayError { kind, detail: detail.into() }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::NoHealthyUpstream | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::UpstreamUnreachable | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::BadRequest | ErrorKind::ClientBodyFailed => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn side(&self) -> Side {
+        match self.kind {
+            ErrorKind::BodyTooLarge | ErrorKind::BadRequest | ErrorKind::ClientBodyFailed => Side::Downstream,
+            ErrorKind::UpstreamTimeout | ErrorKind::UpstreamUnreachable | ErrorKind::UpstreamProtocol => {
+                Side::Upstream
+            }
+            ErrorKind::NoRoute | ErrorKind::NoHealthyUpstream | ErrorKind::Overloaded => Side::Gateway,
+        }
+    }
+
+    /// Seconds a client should wait before trying again, for refusals that are about load.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self.kind {
+            ErrorKind::Overloaded | ErrorKind::NoHealthyUpstream => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The short, stable name that goes in the error body and metrics.
+    pub fn code(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::NoRoute => "no_route",
+            ErrorKind::NoHealthyUpstream => "no_healthy_upstream",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::UpstreamUnreachable => "upstream_unreachable",
+            ErrorKind::UpstreamProtocol => "upstream_protocol_error",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::ClientBodyFailed => "client_body_failed",
+        }
+    }
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.detail)
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        let s = |k| GatewayError::new(k, "").status().as_u16();
+        assert_eq!(s(ErrorKind::NoRoute), 404);
+        assert_eq!(s(ErrorKind::NoHealthyUpstream), 503);
+        assert_eq!(s(ErrorKind::UpstreamTimeout), 504);
+        assert_eq!(s(ErrorKind::UpstreamUnreachable), 502);
+        assert_eq!(s(ErrorKind::Overloaded), 503);
+        assert_eq!(s(ErrorKind::BodyTooLarge), 413);
+        assert!(GatewayError::new(ErrorKind::Overloaded, "").retry_after().is_some());
+    }
+}

@@ -1,0 +1,29 @@
+//! Meridian node: the data plane, the admin API and the command line of the `meridian` binary.
+//!
+//! # Layout
+//!
+//! - [`core`]: IO-free decisions (routing table and matching, endpoint choice, health and
+//!   ejection, retry policy and budget). Every function takes `now` and plain data.
+//! - [`gateway`]: the node's shared state; routing snapshots swapped atomically.
+//! - [`proxy`]: the request path (handler, upstream pool, body types, header rules).
+//! - [`server`]: the accept loop with limits and graceful drain, shared by the data plane and admin.
+//! - [`admin`]: the admin API; [`metrics`]: counters and latency histograms.
+//! - [`health_check`]: active probes of local endpoints.
+//! - [`route_store`]: the versioned routing table of a standalone node.
+//! - [`config`], [`node`], [`ctl`], [`dev`], [`demo_upstream`]: the command line.
+
+pub mod admin;
+pub mod config;
+pub mod core;
+pub mod ctl;
+pub mod demo_upstream;
+pub mod dev;
+pub mod error;
+pub mod gateway;
+pub mod health_check;
+pub mod logging;
+pub mod metrics;
+pub mod node;
+pub mod proxy;
+pub mod route_store;
+pub mod server;

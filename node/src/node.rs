@@ -1,0 +1,129 @@
+//! `meridian node`: wire the planes together and run until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::Admin;
+use crate::config::NodeConfig;
+use crate::core::table::{self, RoutingTable};
+use crate::gateway::{Gateway, Identity, Limits};
+use crate::server::{self, ConnLimits};
+
+/// Read a routing-table file, JSON or TOML by extension (`.toml`), JSON otherwise.
+pub fn load_table(path: &Path) -> anyhow::Result<RoutingTable> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading routes file {}", path.display()))?;
+    let parsed = if path.extension().is_some_and(|e| e == "toml") {
+        table::parse_toml(&text)
+    } else {
+        table::parse_json(&text)
+    };
+    parsed.with_context(|| format!("routes file {}", path.display()))
+}
+
+pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    let identity = Identity::new(&cfg.id, &cfg.region)?;
+    let limits = Limits {
+        max_in_flight: cfg.max_in_flight,
+        max_body_bytes: cfg.max_body_bytes,
+        retry_buffer_bytes: 64 * 1024,
+        connect_timeout: cfg.connect_timeout,
+        retry_budget_ratio: cfg.retry_budget_ratio,
+        retry_budget_min_per_sec: cfg.retry_budget_min_per_sec,
+    };
+    let gw = Gateway::new(identity, limits);
+    // A bad table stops the node before it binds anything: nothing is half-applied.
+    if let Some(path) = &cfg.routes {
+        let table = load_table(path)?;
+        gw.write_table(table, None, "bootstrap")
+            .map_err(|e| anyhow::anyhow!("routes file {}: {e}", path.display()))?;
+    }
+    if !cfg.seeds.is_empty() || cfg.expect.is_some() || cfg.tls_dir.is_some() {
+        tracing::warn!(
+            "cluster flags (--seeds/--expect/--tls-dir) are accepted but clustering is not built into this \
+             version yet: the node runs standalone with its own routing table"
+        );
+    }
+
+    let http = TcpListener::bind(cfg.http)
+        .await
+        .with_context(|| format!("binding the data plane to {}", cfg.http))?;
+    let admin = TcpListener::bind(cfg.admin)
+        .await
+        .with_context(|| format!("binding the admin API to {}", cfg.admin))?;
+    let http_addr = http.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    // One stable line on stdout so scripts and tests can find the bound ports (port 0 works).
+    println!("meridian node {} listening http={http_addr} admin={admin_addr}", cfg.id);
+    tracing::info!(id = %cfg.id, region = %cfg.region, %http_addr, %admin_addr, "node started");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(signals(stop_tx, gw.clone(), cfg.routes.clone()));
+    tokio::spawn(crate::health_check::run(gw.clone(), stop_rx.clone()));
+
+    let conn_limits = ConnLimits {
+        header_read_timeout: cfg.header_read_timeout,
+        max_header_bytes: cfg.max_header_bytes,
+        allow_h2c: true,
+    };
+    let data_gw = gw.clone();
+    let data = server::serve(
+        http,
+        conn_limits.clone(),
+        move |req, peer: SocketAddr| crate::proxy::handler::handle(data_gw.clone(), req, peer),
+        stopped(stop_rx.clone()),
+        cfg.drain_timeout,
+        "http",
+    );
+    let admin_state = Arc::new(Admin {
+        gw: gw.clone(),
+        token: cfg.admin_token.clone(),
+        started: tokio::time::Instant::now(),
+    });
+    let admin_srv = server::serve(
+        admin,
+        ConnLimits { allow_h2c: false, ..conn_limits },
+        move |req, _peer| admin_state.clone().handle(req),
+        stopped(stop_rx.clone()),
+        std::time::Duration::from_secs(2),
+        "admin",
+    );
+    tokio::join!(data, admin_srv);
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// SIGTERM/SIGINT start a graceful stop; SIGHUP re-reads the routes file.
+async fn signals(stop: watch::Sender<bool>, gw: Arc<Gateway>, routes: Option<std::path::PathBuf>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let Some(path) = &routes else { continue };
+                match load_table(path).and_then(|t| gw.write_table(t, None, "reload").map_err(Into::into)) {
+                    Ok(v) => tracing::info!(version = v, path = %path.display(), "routes file reloaded"),
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "routes reload refused; keeping the current table"),
+                }
+            }
+        }
+    }
+    tracing::info!("shutdown requested: draining");
+    let _ = stop.send(true);
+}

@@ -1,0 +1,156 @@
+//! Body types of the proxy: what goes upstream and what goes back to the client.
+//!
+//! Both stream: a chunk is forwarded as it arrives and nothing accumulates beyond hyper's own
+//! buffers, so memory per request stays flat whatever the body size. Small request bodies are the
+//! one exception, buffered up to a fixed size so an idempotent request can be retried.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::inflight::InFlightGuard;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's body exceeded the configured limit while streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+pin_project_lite::pin_project! {
+    /// A request body on its way upstream.
+    #[project = UpBodyProj]
+    pub enum UpBody {
+        Empty,
+        Buffered { data: Option<Bytes> },
+        Streaming {
+            #[pin]
+            inner: Incoming,
+            seen: u64,
+            limit: u64,
+            // Raised when the limit trips, so the proxy can answer 413 rather than 502.
+            tripped: Arc<AtomicBool>,
+        },
+    }
+}
+
+impl UpBody {
+    pub fn streaming(inner: Incoming, limit: u64) -> (UpBody, Arc<AtomicBool>) {
+        let tripped = Arc::new(AtomicBool::new(false));
+        (UpBody::Streaming { inner, seen: 0, limit, tripped: tripped.clone() }, tripped)
+    }
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            UpBodyProj::Empty => Poll::Ready(None),
+            UpBodyProj::Buffered { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            UpBodyProj::Streaming { inner, seen, limit, tripped } => match ready!(inner.poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Some(d) = frame.data_ref() {
+                        *seen += d.len() as u64;
+                        if *seen > *limit {
+                            tripped.store(true, Ordering::Relaxed);
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: *limit }))));
+                        }
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                None => Poll::Ready(None),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Empty => true,
+            UpBody::Buffered { data } => data.is_none(),
+            UpBody::Streaming { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Empty => SizeHint::with_exact(0),
+            UpBody::Buffered { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            UpBody::Streaming { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body on its way to the client.
+    #[project = DownBodyProj]
+    pub enum DownBody {
+        Full { data: Option<Bytes> },
+        Upstream {
+            #[pin]
+            inner: Incoming,
+            // Held until the body ends so least-in-flight and load shedding see a streaming
+            // response as load: (endpoint, whole node).
+            guard: Option<(InFlightGuard, InFlightGuard)>,
+        },
+    }
+}
+
+impl DownBody {
+    pub fn full(data: impl Into<Bytes>) -> DownBody {
+        let data: Bytes = data.into();
+        DownBody::Full { data: if data.is_empty() { None } else { Some(data) } }
+    }
+
+    pub fn upstream(inner: Incoming, endpoint: InFlightGuard, node: InFlightGuard) -> DownBody {
+        DownBody::Upstream { inner, guard: Some((endpoint, node)) }
+    }
+}
+
+impl Body for DownBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            DownBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            DownBodyProj::Upstream { inner, guard } => {
+                let polled = ready!(inner.poll_frame(cx));
+                if !matches!(polled, Some(Ok(_))) {
+                    // End of body or error: the endpoint is no longer working for us.
+                    guard.take();
+                }
+                Poll::Ready(polled)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            DownBody::Full { data } => data.is_none(),
+            DownBody::Upstream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            DownBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            DownBody::Upstream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

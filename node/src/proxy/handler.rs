@@ -1,0 +1,502 @@
+//! One proxied request, from route match to the response head handed back to hyper.
+//!
+//! The decisions (route, endpoint, retry or not, health) are the core's; this file only moves
+//! bytes and time around them. Local attempts are tried against this node's region; an attempt
+//! that fails in a retriable way is repeated on another endpoint while the service's retry
+//! budget and the request's deadline allow.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::core::balancer::{self, Candidate};
+use crate::core::health::{AttemptOutcome, Census, Transition};
+use crate::core::retry::{is_retriable, Failure, RequestFacts};
+use crate::error::{ErrorKind, GatewayError};
+use crate::gateway::{EndpointRuntime, Gateway, ServiceRuntime, Snapshot};
+use crate::proxy::body::{BodyTooLarge, DownBody, UpBody};
+use crate::proxy::headers::{self as hdr, X_MERIDIAN_NODE, X_MERIDIAN_REGION, X_REQUEST_ID};
+use crate::proxy::inflight::InFlightGuard;
+use crate::proxy::pool::{Conn, SendError};
+
+/// Serve one client request. Never fails: every error becomes a small JSON response.
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: SocketAddr) -> Response<DownBody> {
+    let start = Instant::now();
+    let request_id = hdr::request_id(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = match proxy(&gw, req, client, &request_id, start).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            gw.metrics.count_error(e.kind);
+            tracing::debug!(request_id = ?request_id, %method, %path, error = %e, "request refused");
+            error_response(&e, &request_id)
+        }
+    };
+    let h = resp.headers_mut();
+    h.insert(X_REQUEST_ID, request_id);
+    h.entry(X_MERIDIAN_NODE).or_insert_with(|| gw.identity.node_header.clone());
+    h.entry(X_MERIDIAN_REGION).or_insert_with(|| gw.identity.region_header.clone());
+    resp
+}
+
+pub fn error_response(e: &GatewayError, request_id: &HeaderValue) -> Response<DownBody> {
+    let body = serde_json::json!({
+        "error": e.code(),
+        "message": e.detail,
+        "request_id": request_id.to_str().unwrap_or(""),
+    });
+    let mut resp = Response::new(DownBody::full(body.to_string()));
+    *resp.status_mut() = e.status();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(secs) = e.retry_after() {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+async fn proxy(
+    gw: &Arc<Gateway>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    request_id: &HeaderValue,
+    start: Instant,
+) -> Result<Response<DownBody>, GatewayError> {
+    let node_guard = InFlightGuard::new(&gw.in_flight);
+    if gw.in_flight.load(Ordering::Relaxed) > gw.limits.max_in_flight {
+        return Err(GatewayError::new(ErrorKind::Overloaded, "too many requests in flight on this node"));
+    }
+    let snap = gw.snapshot().ok_or_else(|| {
+        GatewayError::new(ErrorKind::NoHealthyUpstream, "this node has no routing table yet")
+    })?;
+    let host = request_host(&req);
+    let m = snap
+        .matcher
+        .find(host.as_deref(), req.method(), req.uri().path())
+        .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "no route matches this request"))?;
+    let route = &snap.routes[m.route_index];
+    let svc = snap.services[route.service].clone();
+
+    let (mut parts, body) = req.into_parts();
+    let content_length = content_length(&parts.headers)?;
+    if content_length.is_some_and(|n| n > gw.limits.max_body_bytes) {
+        return Err(GatewayError::new(
+            ErrorKind::BodyTooLarge,
+            format!("request body exceeds the limit of {} bytes", gw.limits.max_body_bytes),
+        ));
+    }
+
+    // Upstream head: origin-form URI, cleaned headers, forwarding facts.
+    let path_and_query = match (&m.rewritten_path, parts.uri.query()) {
+        (Some(p), Some(q)) => format!("{p}?{q}"),
+        (Some(p), None) => p.clone(),
+        (None, _) => parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string(),
+    };
+    let uri: Uri = path_and_query
+        .parse()
+        .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "request path cannot be forwarded"))?;
+    let client_authority = parts.uri.authority().cloned();
+    let mut headers = std::mem::take(&mut parts.headers);
+    hdr::strip_hop_by_hop(&mut headers);
+    headers.remove(header::EXPECT);
+    if !headers.contains_key(header::HOST) {
+        if let Some(a) = &client_authority {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                headers.insert(header::HOST, v);
+            }
+        }
+    }
+    hdr::add_forwarded(&mut headers, client.ip(), "http");
+    headers.insert(X_REQUEST_ID, request_id.clone());
+    let has_idempotency_key = headers.contains_key(hdr::IDEMPOTENCY_KEY);
+
+    let has_body = content_length.map_or(!body_is_empty(&body), |n| n > 0);
+    let mut tripped = None;
+    let outgoing = if !has_body {
+        Outgoing::replayable(parts.method.clone(), uri, headers, None)
+    } else if content_length.is_some_and(|n| n <= gw.limits.retry_buffer_bytes) {
+        let data = read_small_body(body, gw.limits.retry_buffer_bytes).await?;
+        Outgoing::replayable(parts.method.clone(), uri, headers, Some(data))
+    } else {
+        let (up, flag) = UpBody::streaming(body, gw.limits.max_body_bytes);
+        tripped = Some(flag);
+        let mut req = Request::new(up);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        Outgoing::Once(Some(req))
+    };
+    let facts = RequestFacts::new(&parts.method, has_idempotency_key, outgoing.is_replayable());
+
+    let result = attempt_local(gw, &snap, &svc, outgoing, facts, start, request_id).await;
+    let elapsed = start.elapsed();
+    match result {
+        Ok((resp, ep_guard, endpoint)) => {
+            let status = resp.status();
+            route.metrics.record(status.as_u16(), elapsed, Instant::now());
+            tracing::debug!(
+                request_id = ?request_id,
+                method = %parts.method,
+                path = %parts.uri.path(),
+                route = %route.name,
+                upstream = %endpoint,
+                status = status.as_u16(),
+                duration_us = elapsed.as_micros() as u64,
+                "request"
+            );
+            let (mut rparts, rbody) = resp.into_parts();
+            hdr::strip_hop_by_hop(&mut rparts.headers);
+            Ok(Response::from_parts(rparts, DownBody::upstream(rbody, ep_guard, node_guard)))
+        }
+        Err(mut e) => {
+            if tripped.is_some_and(|t| t.load(Ordering::Relaxed)) {
+                e = GatewayError::new(
+                    ErrorKind::BodyTooLarge,
+                    format!("request body exceeds the limit of {} bytes", gw.limits.max_body_bytes),
+                );
+            }
+            route.metrics.record(e.status().as_u16(), elapsed, Instant::now());
+            Err(e)
+        }
+    }
+}
+
+/// The request as it will be sent, once or again.
+enum Outgoing {
+    /// No body or a buffered one: a fresh request can be built for each attempt.
+    Replayable { method: Method, uri: Uri, headers: HeaderMap, body: Option<Bytes> },
+    /// A streamed body: sent at most once, unless it comes back unsent.
+    Once(Option<Request<UpBody>>),
+}
+
+impl Outgoing {
+    fn replayable(method: Method, uri: Uri, headers: HeaderMap, body: Option<Bytes>) -> Outgoing {
+        Outgoing::Replayable { method, uri, headers, body }
+    }
+
+    fn is_replayable(&self) -> bool {
+        matches!(self, Outgoing::Replayable { .. })
+    }
+
+    fn next(&mut self) -> Option<Request<UpBody>> {
+        match self {
+            Outgoing::Replayable { method, uri, headers, body } => {
+                let b = match body {
+                    Some(d) => UpBody::Buffered { data: Some(d.clone()) },
+                    None => UpBody::Empty,
+                };
+                let mut req = Request::new(b);
+                *req.method_mut() = method.clone();
+                *req.uri_mut() = uri.clone();
+                *req.headers_mut() = headers.clone();
+                Some(req)
+            }
+            Outgoing::Once(slot) => slot.take(),
+        }
+    }
+
+    fn give_back(&mut self, req: Request<UpBody>) {
+        if let Outgoing::Once(slot) = self {
+            *slot = Some(req);
+        }
+    }
+}
+
+type Served = (Response<Incoming>, InFlightGuard, String);
+
+async fn attempt_local(
+    gw: &Arc<Gateway>,
+    _snap: &Snapshot,
+    svc: &Arc<ServiceRuntime>,
+    mut outgoing: Outgoing,
+    facts: RequestFacts,
+    start: Instant,
+    request_id: &HeaderValue,
+) -> Result<Served, GatewayError> {
+    let deadline = start + svc.timeout;
+    let max_attempts = 1 + svc.spec.retries as usize;
+    if let Ok(mut b) = svc.budget.lock() {
+        b.on_request(start);
+    }
+    let mut tried = [false; 64];
+    let mut last_error: Option<GatewayError> = None;
+    let mut attempt = 0;
+    while attempt < max_attempts {
+        attempt += 1;
+        let now = Instant::now();
+        let Some(idx) = pick_endpoint(&svc.local, &tried, now) else {
+            break;
+        };
+        if let Some(t) = tried.get_mut(idx) {
+            *t = true;
+        }
+        let ep = &svc.local[idx];
+        let remaining = deadline.saturating_duration_since(now);
+        if remaining.is_zero() {
+            return Err(GatewayError::new(ErrorKind::UpstreamTimeout, "request deadline passed"));
+        }
+        let ep_guard = InFlightGuard::new(&ep.in_flight);
+
+        // Connect first: a connect failure has sent nothing and is always safe to retry.
+        let conn =
+            match tokio::time::timeout(remaining.min(gw.limits.connect_timeout), ep.pool.checkout(remaining))
+                .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
+                    let err = GatewayError::new(ErrorKind::UpstreamUnreachable, e.to_string());
+                    if should_retry(
+                        gw,
+                        svc,
+                        Failure::NotSent,
+                        facts,
+                        attempt,
+                        max_attempts,
+                        request_id,
+                        &ep.url,
+                    ) {
+                        last_error = Some(err);
+                        continue;
+                    }
+                    return Err(err);
+                }
+                Err(_) => {
+                    record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
+                    let err = GatewayError::new(
+                        ErrorKind::UpstreamUnreachable,
+                        format!("connect to {} timed out", ep.url),
+                    );
+                    if should_retry(
+                        gw,
+                        svc,
+                        Failure::NotSent,
+                        facts,
+                        attempt,
+                        max_attempts,
+                        request_id,
+                        &ep.url,
+                    ) {
+                        last_error = Some(err);
+                        continue;
+                    }
+                    return Err(err);
+                }
+            };
+        let Some(mut req) = outgoing.next() else {
+            break;
+        };
+        if matches!(conn, Conn::H2(_)) {
+            // HTTP/2 wants the absolute form.
+            let pq = req.uri().path_and_query().cloned();
+            let mut b = Uri::builder().scheme("http").authority(ep.pool.authority().clone());
+            if let Some(pq) = pq {
+                b = b.path_and_query(pq);
+            }
+            if let Ok(u) = b.build() {
+                *req.uri_mut() = u;
+            }
+        }
+        let per_try = svc.per_try_timeout.min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(per_try, ep.pool.send(conn, req)).await {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                if status.is_server_error() {
+                    record(gw, svc, ep, AttemptOutcome::ServerError);
+                    if should_retry(
+                        gw,
+                        svc,
+                        Failure::Status(status.as_u16()),
+                        facts,
+                        attempt,
+                        max_attempts,
+                        request_id,
+                        &ep.url,
+                    ) {
+                        last_error = Some(GatewayError::new(
+                            ErrorKind::UpstreamUnreachable,
+                            format!("upstream answered {status}"),
+                        ));
+                        continue;
+                    }
+                } else {
+                    record(gw, svc, ep, AttemptOutcome::Success);
+                }
+                return Ok((resp, ep_guard, ep.url.clone()));
+            }
+            Ok(Err(SendError { error, unsent })) => {
+                if let Some(req) = unsent {
+                    // A pooled connection that closed before use: nothing was sent, and it says
+                    // nothing about the endpoint's health.
+                    outgoing.give_back(req);
+                    last_error = Some(GatewayError::new(ErrorKind::UpstreamUnreachable, error.to_string()));
+                    if let Some(t) = tried.get_mut(idx) {
+                        *t = false;
+                    }
+                    continue;
+                }
+                if client_body_failed(&error) {
+                    return Err(GatewayError::new(ErrorKind::ClientBodyFailed, error.to_string()));
+                }
+                record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
+                let err = GatewayError::new(ErrorKind::UpstreamUnreachable, format!("{}: {error}", ep.url));
+                if should_retry(gw, svc, Failure::Reset, facts, attempt, max_attempts, request_id, &ep.url) {
+                    last_error = Some(err);
+                    continue;
+                }
+                return Err(err);
+            }
+            Err(_) => {
+                record(gw, svc, ep, AttemptOutcome::Timeout);
+                let err = GatewayError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!("{} sent no response within {} ms", ep.url, per_try.as_millis()),
+                );
+                if should_retry(gw, svc, Failure::Timeout, facts, attempt, max_attempts, request_id, &ep.url)
+                    && deadline > Instant::now()
+                {
+                    last_error = Some(err);
+                    continue;
+                }
+                return Err(err);
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        GatewayError::new(
+            ErrorKind::NoHealthyUpstream,
+            format!("service {} has no healthy endpoint in region {}", svc.name, gw.identity.region),
+        )
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn should_retry(
+    gw: &Gateway,
+    svc: &ServiceRuntime,
+    failure: Failure,
+    facts: RequestFacts,
+    attempt: usize,
+    max_attempts: usize,
+    request_id: &HeaderValue,
+    endpoint: &str,
+) -> bool {
+    if attempt >= max_attempts || !is_retriable(failure, facts) {
+        return false;
+    }
+    let granted = svc.budget.lock().map(|mut b| b.try_retry(Instant::now())).unwrap_or(false);
+    if granted {
+        gw.metrics.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(request_id = ?request_id, service = %svc.name, endpoint, ?failure, "retrying");
+    } else {
+        gw.metrics.retries_denied_by_budget.fetch_add(1, Ordering::Relaxed);
+    }
+    granted
+}
+
+fn pick_endpoint(endpoints: &[Arc<EndpointRuntime>], tried: &[bool], now: Instant) -> Option<usize> {
+    // Stack-only candidate list for the usual small endpoint sets.
+    let mut small = [Candidate { available: false, in_flight: 0, tried: false }; 16];
+    let mut large = Vec::new();
+    let cands: &mut [Candidate] = if endpoints.len() <= small.len() {
+        &mut small[..endpoints.len()]
+    } else {
+        large.resize(endpoints.len(), Candidate { available: false, in_flight: 0, tried: false });
+        &mut large
+    };
+    for (i, ep) in endpoints.iter().enumerate() {
+        cands[i] = Candidate {
+            available: ep.is_available(now),
+            in_flight: ep.in_flight.load(Ordering::Relaxed),
+            tried: tried.get(i).copied().unwrap_or(false),
+        };
+    }
+    balancer::pick(cands, rand::random(), rand::random())
+}
+
+fn record(gw: &Gateway, svc: &ServiceRuntime, ep: &EndpointRuntime, outcome: AttemptOutcome) {
+    let now = Instant::now();
+    let census = if outcome == AttemptOutcome::Success {
+        Census::default()
+    } else {
+        Census {
+            total: svc.local.len() as u32,
+            ejected_others: svc
+                .local
+                .iter()
+                .filter(|e| !std::ptr::eq(e.as_ref(), ep))
+                .filter(|e| e.health.lock().map(|h| h.is_ejected(now)).unwrap_or(false))
+                .count() as u32,
+        }
+    };
+    let transition = ep.health.lock().ok().and_then(|mut h| h.on_attempt(outcome, now, census, &svc.policy));
+    if let Some(Transition::Ejected { for_ms }) = transition {
+        gw.metrics.ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(service = %svc.name, endpoint = %ep.url, for_ms, ?outcome, "endpoint ejected");
+    }
+}
+
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = req
+        .uri()
+        .host()
+        .map(str::to_string)
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok().map(str::to_string))?;
+    // Strip a port, minding IPv6 literals.
+    let host = if raw.starts_with('[') {
+        raw.split(']').next().map(|h| format!("{h}]")).unwrap_or(raw)
+    } else {
+        raw.split(':').next().unwrap_or("").to_string()
+    };
+    Some(host)
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, GatewayError> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| GatewayError::new(ErrorKind::BadRequest, "invalid content-length")),
+    }
+}
+
+fn body_is_empty(body: &Incoming) -> bool {
+    use http_body::Body;
+    body.is_end_stream()
+}
+
+async fn read_small_body(body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
+    let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::new(ErrorKind::BodyTooLarge, "request body longer than its content-length"))
+        }
+        Err(e) => Err(GatewayError::new(ErrorKind::ClientBodyFailed, format!("reading request body: {e}"))),
+    }
+}
+
+fn client_body_failed(error: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = error.source();
+    // Our body wrapper nests the client's own hyper error, or its limit error, under the upstream
+    // connection's error: either means the client side failed, not the upstream.
+    while let Some(s) = source {
+        if s.is::<BodyTooLarge>() || s.is::<hyper::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}

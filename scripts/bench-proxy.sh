@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# bench-proxy.sh - what does a hop through Meridian cost, next to nginx and HAProxy?
+#
+# One run measures the same upstream (nginx answering `200 hello\n`, keep-alive)
+#   1. direct            wrk -> upstream
+#   2. nginx-proxy       wrk -> nginx  (upstream keepalive, HTTP/1.1) -> upstream
+#   3. haproxy           wrk -> haproxy (http mode, keep-alive, http-reuse) -> upstream
+#   4. meridian          wrk -> meridian node (1 tokio worker) -> upstream
+# and prints req/s, p50 and p99 per target plus ratios against direct and nginx.
+#
+# CPU placement (needs >= 2 cores), chosen so every target under test gets the
+# same budget - one whole core - and the load generator never steals from it:
+#   core 0: the server under test, alone (nginx worker_processes 1,
+#           haproxy nbthread 1, meridian MERIDIAN_WORKER_THREADS=1).
+#   core 1: wrk (-t1) and the upstream nginx. Pinning the upstream to core 0
+#           instead would make every proxy share its core with the upstream
+#           and measure the pair, not the proxy. The price: at proxy rates
+#           core 1 runs close to full too, so the report shows per-core busy %
+#           and warns when core 0 had idle time while core 1 was saturated
+#           (i.e. the figure is client-bound rather than a property of the target).
+#   direct: here the upstream *is* the server under test, so it is moved to
+#           core 0 for that run only (taskset -p) and moved back afterwards;
+#           otherwise the baseline would be wrk and nginx fighting over core 1
+#           and "ratio vs direct" would be meaningless.
+# Keep-alive request caps are lifted everywhere (nginx defaults to 1000
+# requests per connection) so no target pays for reconnects the others avoid.
+#
+# Usage: scripts/bench-proxy.sh [--markdown] [--build] [--skip-meridian]
+#   --markdown       also print the results as a markdown table (docs/benchmarks.md)
+#   --build          (re)build meridian with cargo before running
+#   --skip-meridian  measure only direct / nginx / haproxy
+# Environment: DURATION (s, default 10), CONNECTIONS (default 64),
+#   WARMUP (s, default 2), BENCH_BASE_PORT (default 18080),
+#   MERIDIAN_BIN (default target/release/meridian).
+# Total run time is about 4 x (WARMUP + DURATION) s plus a few seconds of startup.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib-bench.sh
+source scripts/lib-bench.sh
+
+# nginx and haproxy live in /usr/sbin, which is not on a normal user's PATH.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+WARMUP=${WARMUP:-2}
+BASE_PORT=${BENCH_BASE_PORT:-18080}
+MERIDIAN_BIN=${MERIDIAN_BIN:-target/release/meridian}
+SERVER_CPU=0
+CLIENT_CPU=1
+
+markdown=0
+build=0
+skip_meridian=0
+skip_reason=""
+for arg in "$@"; do
+    case $arg in
+    --markdown) markdown=1 ;;
+    --build) build=1 ;;
+    --skip-meridian) skip_meridian=1 skip_reason="--skip-meridian given" ;;
+    -h | --help)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+        exit 0
+        ;;
+    *) die "unknown argument: $arg (see --help)" ;;
+    esac
+done
+
+[[ $DURATION =~ ^[0-9]+$ && $WARMUP =~ ^[0-9]+$ && $CONNECTIONS =~ ^[0-9]+$ ]] ||
+    die "DURATION, WARMUP and CONNECTIONS must be integers"
+(($(nproc) >= 2)) || die "needs at least 2 CPU cores (server and load generator are pinned apart)"
+
+ensure_tools nginx:nginx haproxy:haproxy wrk:wrk curl:curl taskset:util-linux
+
+# --- meridian binary -------------------------------------------------------
+if ((!skip_meridian)); then
+    if ((build)) || [[ ! -x $MERIDIAN_BIN ]]; then
+        if command -v cargo >/dev/null 2>&1; then
+            log "building meridian (cargo build --release -p meridian)"
+            cargo build --release -p meridian >&2 || die "cargo build failed"
+        else
+            skip_meridian=1
+            skip_reason="$MERIDIAN_BIN missing and cargo not installed"
+        fi
+    fi
+    if ((!skip_meridian)) && [[ ! -x $MERIDIAN_BIN ]]; then
+        skip_meridian=1
+        skip_reason="$MERIDIAN_BIN not found after build"
+    fi
+fi
+if ((skip_meridian)); then
+    warn "skipping meridian: $skip_reason"
+fi
+
+# --- scratch space and cleanup ---------------------------------------------
+TMP=$(mktemp -d -t meridian-bench.XXXXXX)
+# nginx workers drop to `nobody` when started as root; they must be able to
+# reach their temp dirs inside TMP.
+chmod 755 "$TMP"
+cleanup() {
+    local rc=$?
+    stop_all
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mapfile -t ports < <(free_ports "$BASE_PORT" 5)
+# free_ports runs in a subshell, so its die cannot stop us; check the count.
+((${#ports[@]} == 5)) || die "could not find 5 free ports from $BASE_PORT"
+UP_PORT=${ports[0]} NGINX_PORT=${ports[1]} HAPROXY_PORT=${ports[2]}
+MERIDIAN_PORT=${ports[3]} ADMIN_PORT=${ports[4]}
+log "ports: upstream=$UP_PORT nginx=$NGINX_PORT haproxy=$HAPROXY_PORT meridian=$MERIDIAN_PORT admin=$ADMIN_PORT"
+
+# --- configs ---------------------------------------------------------------
+# Everything nginx might write goes into TMP so it runs without root and never
+# touches /var/log/nginx or /var/lib/nginx.
+nginx_common() {
+    local name=$1
+    cat <<EOF
+worker_processes 1;
+pid $TMP/$name.pid;
+error_log $TMP/$name-error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_http_common() {
+    local name=$1
+    cat <<EOF
+    access_log off;
+    keepalive_timeout 65s;
+    keepalive_requests 1000000;
+    client_body_temp_path $TMP/$name-body;
+    proxy_temp_path $TMP/$name-proxy;
+    fastcgi_temp_path $TMP/$name-fastcgi;
+    uwsgi_temp_path $TMP/$name-uwsgi;
+    scgi_temp_path $TMP/$name-scgi;
+EOF
+}
+
+{
+    nginx_common upstream
+    echo "http {"
+    nginx_http_common upstream
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        location / {
+            default_type text/plain;
+            return 200 "hello\n";
+        }
+    }
+}
+EOF
+} >"$TMP/upstream.conf"
+
+{
+    nginx_common proxy
+    echo "http {"
+    nginx_http_common proxy
+    cat <<EOF
+    upstream backend {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+} >"$TMP/proxy.conf"
+
+# http-reuse always matches nginx's keepalive pool: any idle upstream
+# connection may serve any client.
+cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    default_backend be
+
+backend be
+    server upstream 127.0.0.1:$UP_PORT maxconn 1000
+EOF
+
+cat >"$TMP/routes.json" <<EOF
+{ "services": { "nginx": { "endpoints": { "local": ["http://127.0.0.1:$UP_PORT"] }, "timeout_ms": 5000, "retries": 1 } },
+  "routes": [ { "name": "all", "path_prefix": "/", "service": "nginx" } ] }
+EOF
+
+# --- servers ---------------------------------------------------------------
+# -e sends nginx's pre-config error log to TMP too (default is /var/log/nginx).
+start_nginx() {
+    local name=$1 cpu=$2
+    nginx -t -q -p "$TMP" -e "$TMP/$name-error.log" -c "$TMP/$name.conf" -g 'daemon off;' 2>"$TMP/$name-check.log" || {
+        cat "$TMP/$name-check.log" >&2
+        die "invalid nginx config for $name"
+    }
+    start_bg "nginx $name" "$TMP/$name.out" \
+        taskset -c "$cpu" nginx -p "$TMP" -e "$TMP/$name-error.log" -c "$TMP/$name.conf" -g 'daemon off;'
+}
+
+start_nginx upstream "$CLIENT_CPU"
+UP_PID=$LAST_PID
+wait_http "http://127.0.0.1:$UP_PORT/" 10 "$UP_PID" "$TMP/upstream-error.log" || die "upstream nginx failed to start"
+
+start_nginx proxy "$SERVER_CPU"
+NGINX_PID=$LAST_PID
+wait_http "http://127.0.0.1:$NGINX_PORT/" 10 "$NGINX_PID" "$TMP/proxy-error.log" || die "nginx proxy failed to start"
+
+haproxy -c -q -f "$TMP/haproxy.cfg" >&2 || die "invalid haproxy config"
+start_bg haproxy "$TMP/haproxy.log" taskset -c "$SERVER_CPU" haproxy -db -f "$TMP/haproxy.cfg"
+HAPROXY_PID=$LAST_PID
+wait_http "http://127.0.0.1:$HAPROXY_PORT/" 10 "$HAPROXY_PID" "$TMP/haproxy.log" || die "haproxy failed to start"
+
+if ((!skip_meridian)); then
+    start_bg meridian "$TMP/meridian.log" \
+        env MERIDIAN_WORKER_THREADS=1 taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" node \
+        --id bench --region local \
+        --http "127.0.0.1:$MERIDIAN_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
+        --routes "$TMP/routes.json" --log-level info
+    MERIDIAN_PID=$LAST_PID
+    wait_http "http://127.0.0.1:$ADMIN_PORT/readyz" 20 "$MERIDIAN_PID" "$TMP/meridian.log" ||
+        die "meridian did not become ready (see log above)"
+fi
+
+# --- measurements ----------------------------------------------------------
+declare -A RPS P50 P99 ERRS CPU_S CPU_C
+TARGETS=()
+
+# bench NAME URL: sanity-checks the body, warms up, then runs the measured wrk.
+bench() {
+    local name=$1 url=$2 body out
+    # A proxy that answers the wrong thing (404, 502) fast must not pass as fast.
+    body=$(curl -fsS --max-time 2 "$url") || die "$name: request to $url failed"
+    [[ $body == hello ]] || die "$name: unexpected body from $url: '$body'"
+
+    log "$name: warmup ${WARMUP}s"
+    # The run_client limit is only a guard: wrk's own -d bounds the run.
+    run_client /dev/null $((WARMUP + 15)) taskset -c "$CLIENT_CPU" \
+        wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "$url"
+    log "$name: measuring ${DURATION}s"
+    out="$TMP/wrk-$name.txt"
+    cpu_ticks "$TMP/cpu-before"
+    run_client "$out" $((DURATION + 15)) taskset -c "$CLIENT_CPU" \
+        wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url"
+    cpu_ticks "$TMP/cpu-after"
+    CPU_S[$name]=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$SERVER_CPU")
+    CPU_C[$name]=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$CLIENT_CPU")
+    read -r "RPS[$name]" "P50[$name]" "P99[$name]" "ERRS[$name]" < <(parse_wrk "$out") || {
+        cat "$out" >&2
+        die "$name: could not parse wrk output"
+    }
+    # Both cores near 100% is the normal balanced state on 2 cores. But idle
+    # time on the target's core while the client core is saturated means wrk
+    # (+ upstream) limited this figure, not the target; say so.
+    if ((CPU_C[$name] >= 90 && CPU_S[$name] < 90)); then
+        warn "$name: core $SERVER_CPU only ${CPU_S[$name]}% busy while client core $CLIENT_CPU was ${CPU_C[$name]}%; figure is likely client-bound"
+    fi
+    [[ ${ERRS[$name]} == 0 ]] || warn "$name: ${ERRS[$name]} errors (socket errors or non-2xx), see numbers with care"
+    TARGETS+=("$name")
+}
+
+# The upstream is the target for the direct run, so give it core 0 meanwhile.
+pin_tree "$SERVER_CPU" "$UP_PID"
+bench direct "http://127.0.0.1:$UP_PORT/"
+pin_tree "$CLIENT_CPU" "$UP_PID"
+
+bench nginx-proxy "http://127.0.0.1:$NGINX_PORT/"
+bench haproxy "http://127.0.0.1:$HAPROXY_PORT/"
+((skip_meridian)) || bench meridian "http://127.0.0.1:$MERIDIAN_PORT/"
+
+# --- report ----------------------------------------------------------------
+printf '\n%-12s %10s %8s %8s %10s %9s %7s %7s %7s\n' target "req/s" "p50 ms" "p99 ms" "vs direct" "vs nginx" errors \
+    "cpu$SERVER_CPU%" "cpu$CLIENT_CPU%"
+for t in "${TARGETS[@]}"; do
+    printf '%-12s %10.0f %8.3f %8.3f %10s %9s %7s %7s %7s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
+        "$(ratio "${RPS[$t]}" "${RPS[direct]}")" "$(ratio "${RPS[$t]}" "${RPS[nginx-proxy]}")" "${ERRS[$t]}" \
+        "${CPU_S[$t]}" "${CPU_C[$t]}"
+done
+if ((skip_meridian)); then
+    printf '%-12s %12s   (skipped: %s)\n' meridian - "$skip_reason"
+fi
+echo
+
+if ((skip_meridian)); then
+    echo "meridian/nginx throughput ratio: n/a  (meridian skipped: $skip_reason)"
+else
+    printf 'meridian/nginx throughput ratio: %s  (p99 meridian %.3f ms vs nginx %.3f ms)\n' \
+        "$(ratio "${RPS[meridian]}" "${RPS[nginx-proxy]}")" "${P99[meridian]}" "${P99[nginx-proxy]}"
+fi
+
+if ((markdown)); then
+    cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    echo
+    echo "Measured $(date -u +%Y-%m-%d) on ${cpu_model:-unknown CPU}; $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v | awk 'NR == 1 { print "HAProxy " $3 }')."
+    echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s after a ${WARMUP}s warmup; server under test alone on core 0, wrk + upstream on core 1."
+    echo
+    echo "| target | req/s | p50 ms | p99 ms | vs direct | vs nginx | errors | core $SERVER_CPU busy | core $CLIENT_CPU busy |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for t in "${TARGETS[@]}"; do
+        printf '| %s | %.0f | %.3f | %.3f | %s | %s | %s | %s%% | %s%% |\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
+            "$(ratio "${RPS[$t]}" "${RPS[direct]}")" "$(ratio "${RPS[$t]}" "${RPS[nginx-proxy]}")" "${ERRS[$t]}" \
+            "${CPU_S[$t]}" "${CPU_C[$t]}"
+    done
+    if ((skip_meridian)); then
+        echo "| meridian | skipped | | | | | | | |"
+    fi
+fi
