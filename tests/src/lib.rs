@@ -1,1 +1,368 @@
+//! Test harness: start real `meridian` processes on loopback and talk to them over real sockets.
+//!
+//! Every process binds port 0 and reports its addresses on stdout; the harness reads them back,
+//! so no test hard-codes a port. Processes are killed when their handle drops. The HTTP client is
+//! deliberately minimal and blocking: tests need to send exact bytes (malformed requests, huge
+//! bodies, slow clients) that a full client library would refuse to produce.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use serde_json::{json, Value};
+
+/// The `meridian` binary, built once per test run if it is not there yet.
+pub fn meridian_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>/meridian
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+        let bin = profile_dir.join("meridian");
+        if std::env::var_os("MERIDIAN_SKIP_BUILD").is_none() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "meridian", "--bin", "meridian"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "building the meridian binary failed");
+        }
+        assert!(bin.exists(), "meridian binary not found at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n: u64 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let p = std::env::temp_dir().join(format!("meridian-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process, killed on drop, whose stdout lines are collected and stderr kept in a file.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    pub stderr_path: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[String], env: &[(&str, &str)], log_dir: &Path) -> Proc {
+        let stderr_path = log_dir.join(format!("{name}.stderr"));
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut cmd = Command::new(meridian_bin());
+        cmd.args(args).stdout(Stdio::piped()).stderr(stderr).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn meridian");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { name: name.to_string(), child, lines: rx, stderr_path }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for a stdout line containing `needle`.
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "{}: no line with {needle:?} within {timeout:?}; exit: {:?}; stderr:\n{}",
+                    self.name,
+                    self.child.try_wait(),
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        send_signal(self.child.id(), sig);
+    }
+
+    /// Wait for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Resident memory of the process in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Signals go through kill(1): the workspace forbids unsafe code, libc::kill included.
+fn send_signal(pid: u32, sig: i32) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Parse `key=ADDR` out of a "listening" line.
+fn addr_in(line: &str, key: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= address in {line:?}"))
+}
+
+pub struct Upstream {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Upstream {
+    pub fn start(name: &str, dir: &Path) -> Upstream {
+        let args = ["upstream", "--listen", "127.0.0.1:0", "--name", name].map(String::from).to_vec();
+        let mut proc = Proc::spawn(name, &args, &[], dir);
+        let line = proc.wait_line("listening", Duration::from_secs(20));
+        Upstream { addr: addr_in(&line, "http"), proc }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Call a `/_control/CMD?query` knob and return its JSON answer.
+    pub fn control(&self, cmd_and_query: &str) -> Value {
+        let r = request(self.addr, "POST", &format!("/_control/{cmd_and_query}"), &[], b"");
+        assert_eq!(r.status, 200, "control {cmd_and_query}: {}", r.text());
+        r.json()
+    }
+
+    pub fn stats(&self) -> Value {
+        self.control("stats")
+    }
+}
+
+pub struct Node {
+    pub proc: Proc,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Node {
+    /// Start a node with `--http`/`--admin` on port 0 plus `extra` arguments, and wait until it
+    /// reports its addresses.
+    pub fn start(id: &str, region: &str, extra: &[&str], dir: &Path) -> Node {
+        let mut args: Vec<String> =
+            ["node", "--id", id, "--region", region, "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"]
+                .map(String::from)
+                .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut proc = Proc::spawn(id, &args, &[("MERIDIAN_LOG_LEVEL", "info,meridian=debug")], dir);
+        let line = proc.wait_line("listening", Duration::from_secs(20));
+        Node { http: addr_in(&line, "http"), admin: addr_in(&line, "admin"), proc }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request(self.http, "GET", path, &[], b"")
+    }
+
+    pub fn admin_get(&self, path: &str) -> Response {
+        request(self.admin, "GET", path, &[], b"")
+    }
+
+    /// Poll `GET /readyz` until 200.
+    pub fn wait_ready(&self, timeout: Duration) {
+        eventually(timeout, || self.admin_get("/readyz").status == 200, "node ready");
+    }
+
+    /// Read one metric value (first line starting with `series`).
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.admin_get("/metrics").text();
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// A routing table with one service `echo` whose `region` endpoints are `urls`, and one route `/`.
+pub fn simple_table(region: &str, urls: &[String], service_extra: Value) -> Value {
+    let mut svc = json!({ "endpoints": { region: urls }, "timeout_ms": 3000, "retries": 2 });
+    if let (Some(s), Some(extra)) = (svc.as_object_mut(), service_extra.as_object()) {
+        for (k, v) in extra {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({
+        "services": { "echo": svc },
+        "routes": [ { "name": "all", "path_prefix": "/", "service": "echo" } ]
+    })
+}
+
+/// Open a test phase with a line saying what it checks (shows in the output of a failed test).
+pub fn phase(what: &str) {
+    eprintln!("--- {what}");
+}
+
+/// Retry `check` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for: {what}");
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`connection: close`), with a content-length body.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(addr, &bytes, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{method} {path} to {addr}: {e}"))
+}
+
+/// Send exact bytes, read the whole answer until the server closes, parse it.
+pub fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(bytes)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    parse_response(&buf)
+}
+
+pub fn parse_response(buf: &[u8]) -> std::io::Result<Response> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no response head"))?;
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("head not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let rest = &buf[end + 4..];
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_vec() };
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let size = std::str::from_utf8(&b[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next().unwrap_or("").trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 || b.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2.min(b.len() - eol - 2 - size)..];
+    }
+    out
+}
