@@ -233,8 +233,10 @@ HAPROXY_PID=$LAST_PID
 wait_http "http://127.0.0.1:$HAPROXY_PORT/" 10 "$HAPROXY_PID" "$TMP/haproxy.log" || die "haproxy failed to start"
 
 if ((!skip_meridian)); then
+    # Run from TMP: the node keeps durable state under ./meridian-data/ID by
+    # default, which must not land in the repo.
     start_bg meridian "$TMP/meridian.log" \
-        env MERIDIAN_WORKER_THREADS=1 taskset -c "$SERVER_CPU" "$MERIDIAN_BIN" node \
+        env -C "$TMP" MERIDIAN_WORKER_THREADS=1 taskset -c "$SERVER_CPU" "$(realpath "$MERIDIAN_BIN")" node \
         --id bench --region local \
         --http "127.0.0.1:$MERIDIAN_PORT" --admin "127.0.0.1:$ADMIN_PORT" \
         --routes "$TMP/routes.json" --log-level info
