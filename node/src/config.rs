@@ -165,9 +165,12 @@ impl NodeConfig {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str::<NodeSettings>(&text)
-                    .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e.message()))
-                    .with_context(|| format!("invalid config file {}", path.display()))?
+                let de = toml::Deserializer::new(&text);
+                serde_path_to_error::deserialize::<_, NodeSettings>(de).map_err(|e| {
+                    let at = e.path().to_string();
+                    let inner = e.into_inner();
+                    anyhow::anyhow!("config file {}: {at}: {}", path.display(), inner.message())
+                })?
             }
             None => NodeSettings::default(),
         };
@@ -204,8 +207,9 @@ impl NodeConfig {
             other => bail!("log_format: {other:?} must be pretty or json"),
         };
         let max_header_bytes = s.max_header_bytes.unwrap_or(32 * 1024);
-        if !(1024..=1024 * 1024).contains(&max_header_bytes) {
-            bail!("max_header_bytes: must be between 1024 and 1048576");
+        // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
+        if !(8192..=1024 * 1024).contains(&max_header_bytes) {
+            bail!("max_header_bytes: must be between 8192 and 1048576");
         }
         let ratio = s.retry_budget_ratio.unwrap_or(0.2);
         if !(0.0..=10.0).contains(&ratio) {

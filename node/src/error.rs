@@ -29,6 +29,7 @@ pub enum ErrorKind {
     BodyTooLarge,
     BadRequest,
     ClientBodyFailed,
+    ClientTimeout,
 }
 
 #[derive(Debug, Clone)]
@@ -50,12 +51,16 @@ impl GatewayError {
             ErrorKind::UpstreamUnreachable | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::BadRequest | ErrorKind::ClientBodyFailed => StatusCode::BAD_REQUEST,
+            ErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
     pub fn side(&self) -> Side {
         match self.kind {
-            ErrorKind::BodyTooLarge | ErrorKind::BadRequest | ErrorKind::ClientBodyFailed => Side::Downstream,
+            ErrorKind::BodyTooLarge
+            | ErrorKind::BadRequest
+            | ErrorKind::ClientBodyFailed
+            | ErrorKind::ClientTimeout => Side::Downstream,
             ErrorKind::UpstreamTimeout | ErrorKind::UpstreamUnreachable | ErrorKind::UpstreamProtocol => {
                 Side::Upstream
             }
@@ -83,6 +88,7 @@ impl GatewayError {
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::ClientBodyFailed => "client_body_failed",
+            ErrorKind::ClientTimeout => "client_timeout",
         }
     }
 }

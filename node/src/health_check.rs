@@ -80,10 +80,14 @@ async fn probe(ep: &EndpointRuntime, spec: &HealthCheckSpec) -> bool {
         req.headers_mut()
             .insert(header::HOST, http::HeaderValue::from_str(ep.pool.authority().as_str()).ok()?);
         req.headers_mut().insert(header::USER_AGENT, http::HeaderValue::from_static("meridian-health-check"));
-        let resp = ep.pool.send(conn, req).await.ok()?;
+        let (resp, lease) = ep.pool.send(conn, req).await.ok()?;
         let ok = resp.status().is_success();
         // Drain the (small) body so the connection can be reused.
-        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        if http_body_util::BodyExt::collect(resp.into_body()).await.is_ok() {
+            if let Some(mut lease) = lease {
+                lease.finish();
+            }
+        }
         Some(ok)
     };
     matches!(tokio::time::timeout_at(deadline, attempt).await, Ok(Some(true)))

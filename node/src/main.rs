@@ -57,11 +57,18 @@ fn run_node(settings: NodeSettings, config: Option<PathBuf>) -> anyhow::Result<(
     runtime(cfg.worker_threads)?.block_on(meridian::node::run(cfg))
 }
 
+/// One worker thread means a current-thread runtime: no work-stealing machinery or cross-thread
+/// wake-ups, which is what a one-process-per-core deployment wants.
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
+    let mut b = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     b.enable_all();
-    if let Some(n) = threads {
-        b.worker_threads(n);
-    }
     Ok(b.build()?)
 }

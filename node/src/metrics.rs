@@ -96,7 +96,7 @@ impl RouteMetrics {
 /// Node-wide metrics and the registry of per-route ones (kept across routing-table versions).
 pub struct Metrics {
     routes: Mutex<BTreeMap<(String, String), Arc<RouteMetrics>>>,
-    errors: [AtomicU64; 9],
+    errors: [AtomicU64; 10],
     pub retries: AtomicU64,
     pub retries_denied_by_budget: AtomicU64,
     pub ejections: AtomicU64,
@@ -118,7 +118,7 @@ impl Default for Metrics {
     }
 }
 
-const ERROR_KINDS: [ErrorKind; 9] = [
+const ERROR_KINDS: [ErrorKind; 10] = [
     ErrorKind::NoRoute,
     ErrorKind::NoHealthyUpstream,
     ErrorKind::UpstreamTimeout,
@@ -128,6 +128,7 @@ const ERROR_KINDS: [ErrorKind; 9] = [
     ErrorKind::BodyTooLarge,
     ErrorKind::BadRequest,
     ErrorKind::ClientBodyFailed,
+    ErrorKind::ClientTimeout,
 ];
 
 impl Metrics {

@@ -50,6 +50,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         );
     }
 
+    // Installed before the listening line is printed: a signal sent the moment a supervisor sees
+    // that line must find a handler, not the default action.
+    let signals = Signals::install()?;
     let http = TcpListener::bind(cfg.http)
         .await
         .with_context(|| format!("binding the data plane to {}", cfg.http))?;
@@ -63,7 +66,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     tracing::info!(id = %cfg.id, region = %cfg.region, %http_addr, %admin_addr, "node started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(signals(stop_tx, gw.clone(), cfg.routes.clone()));
+    tokio::spawn(signals.run(stop_tx, gw.clone(), cfg.routes.clone()));
     tokio::spawn(crate::health_check::run(gw.clone(), stop_rx.clone()));
 
     let conn_limits = ConnLimits {
@@ -103,27 +106,37 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// SIGTERM/SIGINT start a graceful stop; SIGHUP re-reads the routes file.
-async fn signals(stop: watch::Sender<bool>, gw: Arc<Gateway>, routes: Option<std::path::PathBuf>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                let Some(path) = &routes else { continue };
-                match load_table(path).and_then(|t| gw.write_table(t, None, "reload").map_err(Into::into)) {
-                    Ok(v) => tracing::info!(version = v, path = %path.display(), "routes file reloaded"),
-                    Err(e) => tracing::error!(error = %format!("{e:#}"), "routes reload refused; keeping the current table"),
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    async fn run(mut self, stop: watch::Sender<bool>, gw: Arc<Gateway>, routes: Option<std::path::PathBuf>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => break,
+                _ = self.int.recv() => break,
+                _ = self.hup.recv() => {
+                    let Some(path) = &routes else { continue };
+                    match load_table(path).and_then(|t| gw.write_table(t, None, "reload").map_err(Into::into)) {
+                        Ok(v) => tracing::info!(version = v, path = %path.display(), "routes file reloaded"),
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "routes reload refused; keeping the current table"),
+                    }
                 }
             }
         }
+        tracing::info!("shutdown requested: draining");
+        let _ = stop.send(true);
     }
-    tracing::info!("shutdown requested: draining");
-    let _ = stop.send(true);
 }

@@ -78,13 +78,8 @@ pub async fn serve<H, Fut, B>(
         let watcher = graceful.watcher();
         let header_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            // hyper's own header timeout starts once it has chosen a protocol; a client that
-            // connects and says nothing must not hold a connection forever either.
-            if tokio::time::timeout(header_timeout, stream.readable()).await.is_err() {
-                tracing::debug!(plane, %peer, "client sent nothing within the header timeout");
-                return;
-            }
-            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+            let io = TokioIo::new(PrefaceDeadline::new(stream, header_timeout));
+            let conn = builder.serve_connection(io, svc).into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(plane, %peer, error = %e, "connection ended with an error");
             }
@@ -94,5 +89,99 @@ pub async fn serve<H, Fut, B>(
     tracing::info!(plane, "stopped accepting; draining connections");
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!(plane, drain_ms = drain.as_millis() as u64, "drain timed out; closing the rest");
+    }
+}
+
+/// The HTTP/2 client preface; until a client's bytes stop matching it, hyper has not picked a
+/// protocol and its own header timeout has not started.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+pin_project_lite::pin_project! {
+    /// Closes a connection whose client has not said enough to pick a protocol in time (nothing
+    /// at all, or a stalled prefix of the HTTP/2 preface). Disarmed after that, so it costs one
+    /// branch per read for the rest of the connection.
+    pub struct PrefaceDeadline<T> {
+        #[pin]
+        io: T,
+        seen: usize,
+        deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<T> PrefaceDeadline<T> {
+    pub fn new(io: T, timeout: Duration) -> PrefaceDeadline<T> {
+        PrefaceDeadline { io, seen: 0, deadline: Some(Box::pin(tokio::time::sleep(timeout))) }
+    }
+}
+
+impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for PrefaceDeadline<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.project();
+        let Some(deadline) = this.deadline.as_mut() else {
+            return this.io.poll_read(cx, buf);
+        };
+        let before = buf.filled().len();
+        match this.io.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let fresh = &buf.filled()[before..];
+                let at = (*this.seen).min(H2_PREFACE.len());
+                let n = fresh.len().min(H2_PREFACE.len() - at);
+                *this.seen += fresh.len();
+                if fresh.is_empty() || fresh[..n] != H2_PREFACE[at..at + n] || *this.seen >= H2_PREFACE.len()
+                {
+                    *this.deadline = None;
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client sent no request head within the header read timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for PrefaceDeadline<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }

@@ -365,3 +365,148 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the resilience, timeout, bad-input, streaming and shutdown suites (t20–t60).
+// ---------------------------------------------------------------------------------------------
+
+/// A loopback port that nothing listens on: bound once to get a free number, then released.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// An endpoint URL that refuses connections.
+pub fn closed_url() -> String {
+    format!("http://127.0.0.1:{}", closed_port())
+}
+
+/// Whether something accepts TCP connections at `addr` right now.
+pub fn accepts_connections(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// The `meridian_endpoint_up` series of one endpoint, for `Node::metric`.
+pub fn endpoint_up_series(service: &str, url: &str) -> String {
+    format!("meridian_endpoint_up{{service=\"{service}\",endpoint=\"{url}\"}}")
+}
+
+/// Run `f` and return its result with how long it took.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let t0 = Instant::now();
+    let out = f();
+    (out, t0.elapsed())
+}
+
+/// Read from `s` until the peer closes the connection (EOF or reset) or `limit` passes; returns
+/// what was read and when the connection ended, `None` if it was still open at `limit`.
+pub fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let left = limit.saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            return (got, None);
+        }
+        let _ = s.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        match s.read(&mut buf) {
+            Ok(0) => return (got, Some(t0.elapsed())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return (got, None)
+            }
+            Err(_) => return (got, Some(t0.elapsed())),
+        }
+    }
+}
+
+impl Proc {
+    /// Stdout lines received so far, without waiting.
+    pub fn stdout_lines(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+/// Run `meridian ARGS` that is expected to refuse to start; returns its exit code (None if it
+/// was still running after `timeout`, then it is killed), its stderr and its stdout lines.
+pub fn run_expecting_exit(
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    dir: &Path,
+    timeout: Duration,
+) -> (Option<i32>, String, Vec<String>) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut p = Proc::spawn(name, &args, env, dir);
+    let code = p.wait_exit(timeout).map(|s| s.code().unwrap_or(-1));
+    // Give the stdout reader a moment to forward what the process printed before it exited.
+    std::thread::sleep(Duration::from_millis(50));
+    let out = p.stdout_lines();
+    (code, p.stderr(), out)
+}
+
+impl Node {
+    /// Start `meridian` with exactly `args` (the caller chooses every flag, addresses included) and
+    /// wait for its "listening" line. Unspecified bind addresses (0.0.0.0) are reached at 127.0.0.1.
+    pub fn start_args(name: &str, args: &[&str], env: &[(&str, &str)], dir: &Path) -> Node {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| *k == "MERIDIAN_LOG_LEVEL") {
+            env.push(("MERIDIAN_LOG_LEVEL", "info,meridian=debug"));
+        }
+        let mut proc = Proc::spawn(name, &args, &env, dir);
+        let line = proc.wait_line("listening", Duration::from_secs(20));
+        let loopback = |mut a: SocketAddr| {
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            a
+        };
+        Node { http: loopback(addr_in(&line, "http")), admin: loopback(addr_in(&line, "admin")), proc }
+    }
+
+    /// Start a node in region `region` serving `table`, written to `routes.json` in `dir`.
+    pub fn with_table(id: &str, region: &str, table: &Value, extra: &[&str], dir: &TempDir) -> Node {
+        let routes = dir.write(&format!("{id}-routes.json"), &table.to_string());
+        let mut args = vec!["--routes", routes.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        let node = Node::start(id, region, &args, dir.path());
+        node.wait_ready(Duration::from_secs(10));
+        node
+    }
+
+    /// `PUT /routes` with an optional `If-Match` version.
+    pub fn put_routes(&self, table: &str, if_match: Option<u64>) -> Response {
+        let v = if_match.map(|v| v.to_string());
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(v) = &v {
+            headers.push(("if-match", v.as_str()));
+        }
+        request(self.admin, "PUT", "/routes", &headers, table.as_bytes())
+    }
+
+    /// The applied routing-table version, from `GET /routes`.
+    pub fn routes_version(&self) -> u64 {
+        self.admin_get("/routes").json()["version"].as_u64().expect("routes version")
+    }
+
+    /// `(healthy, total)` local endpoints of `service` as `GET /cluster` reports them.
+    pub fn service_health(&self, service: &str) -> (u64, u64) {
+        let c = self.admin_get("/cluster").json();
+        let s = &c["members"][0]["services"][service];
+        (s["healthy"].as_u64().unwrap_or(u64::MAX), s["total"].as_u64().unwrap_or(u64::MAX))
+    }
+
+    /// Whether the node's log contains a panic.
+    pub fn panicked(&self) -> bool {
+        self.proc.stderr().contains("panicked")
+    }
+}
+
+impl Upstream {
+    /// Requests this upstream has served since its last reset (health checks excluded).
+    pub fn requests(&self) -> u64 {
+        self.stats()["requests"].as_u64().expect("requests count")
+    }
+}

@@ -214,7 +214,7 @@ pub fn parse_toml(text: &str) -> Result<RoutingTable, TableError> {
 }
 
 fn display_path(path: &str) -> &str {
-    if path == "." || path.is_empty() {
+    if path == "." || path == "?" || path.is_empty() {
         "table"
     } else {
         path

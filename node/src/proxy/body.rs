@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::inflight::InFlightGuard;
+use super::pool::Lease;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -93,6 +94,13 @@ impl Body for UpBody {
     }
 }
 
+/// What a streaming response holds on to until its body ends.
+pub struct Held {
+    pub endpoint: InFlightGuard,
+    pub node: InFlightGuard,
+    pub lease: Option<Lease>,
+}
+
 pin_project_lite::pin_project! {
     /// A response body on its way to the client.
     #[project = DownBodyProj]
@@ -102,8 +110,8 @@ pin_project_lite::pin_project! {
             #[pin]
             inner: Incoming,
             // Held until the body ends so least-in-flight and load shedding see a streaming
-            // response as load: (endpoint, whole node).
-            guard: Option<(InFlightGuard, InFlightGuard)>,
+            // response as load, and so the upstream connection is pooled only after a clean end.
+            guard: Option<Held>,
         },
     }
 }
@@ -114,8 +122,8 @@ impl DownBody {
         DownBody::Full { data: if data.is_empty() { None } else { Some(data) } }
     }
 
-    pub fn upstream(inner: Incoming, endpoint: InFlightGuard, node: InFlightGuard) -> DownBody {
-        DownBody::Upstream { inner, guard: Some((endpoint, node)) }
+    pub fn upstream(inner: Incoming, held: Held) -> DownBody {
+        DownBody::Upstream { inner, guard: Some(held) }
     }
 }
 
@@ -129,11 +137,25 @@ impl Body for DownBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
             DownBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            DownBodyProj::Upstream { inner, guard } => {
-                let polled = ready!(inner.poll_frame(cx));
-                if !matches!(polled, Some(Ok(_))) {
-                    // End of body or error: the endpoint is no longer working for us.
-                    guard.take();
+            DownBodyProj::Upstream { mut inner, guard } => {
+                let polled = ready!(inner.as_mut().poll_frame(cx));
+                // hyper stops polling once `is_end_stream` says so, so the end is detected after
+                // the last frame as well as on `None`.
+                let clean_end = match &polled {
+                    Some(Ok(_)) => inner.is_end_stream(),
+                    None => true,
+                    Some(Err(_)) => {
+                        guard.take();
+                        false
+                    }
+                };
+                if clean_end {
+                    // The connection can serve another request.
+                    if let Some(mut held) = guard.take() {
+                        if let Some(lease) = held.lease.as_mut() {
+                            lease.finish();
+                        }
+                    }
                 }
                 Poll::Ready(polled)
             }

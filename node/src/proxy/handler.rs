@@ -21,22 +21,24 @@ use crate::core::health::{AttemptOutcome, Census, Transition};
 use crate::core::retry::{is_retriable, Failure, RequestFacts};
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{EndpointRuntime, Gateway, ServiceRuntime, Snapshot};
-use crate::proxy::body::{BodyTooLarge, DownBody, UpBody};
+use crate::proxy::body::{BodyTooLarge, DownBody, Held, UpBody};
 use crate::proxy::headers::{self as hdr, X_MERIDIAN_NODE, X_MERIDIAN_REGION, X_REQUEST_ID};
 use crate::proxy::inflight::InFlightGuard;
-use crate::proxy::pool::{Conn, SendError};
+use crate::proxy::pool::{Conn, Lease, SendError};
 
 /// Serve one client request. Never fails: every error becomes a small JSON response.
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: SocketAddr) -> Response<DownBody> {
     let start = Instant::now();
     let request_id = hdr::request_id(req.headers());
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    // Kept only when the refusal line will be logged: no allocation on the hot path otherwise.
+    let what = tracing::enabled!(tracing::Level::DEBUG).then(|| (req.method().clone(), req.uri().clone()));
     let mut resp = match proxy(&gw, req, client, &request_id, start).await {
         Ok(resp) => resp,
         Err(e) => {
             gw.metrics.count_error(e.kind);
-            tracing::debug!(request_id = ?request_id, %method, %path, error = %e, "request refused");
+            if let Some((method, uri)) = what {
+                tracing::debug!(request_id = ?request_id, %method, path = %uri.path(), error = %e, "request refused");
+            }
             error_response(&e, &request_id)
         }
     };
@@ -80,7 +82,7 @@ async fn proxy(
     let host = request_host(&req);
     let m = snap
         .matcher
-        .find(host.as_deref(), req.method(), req.uri().path())
+        .find(host, req.method(), req.uri().path())
         .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "no route matches this request"))?;
     let route = &snap.routes[m.route_index];
     let svc = snap.services[route.service].clone();
@@ -123,7 +125,14 @@ async fn proxy(
     let outgoing = if !has_body {
         Outgoing::replayable(parts.method.clone(), uri, headers, None)
     } else if content_length.is_some_and(|n| n <= gw.limits.retry_buffer_bytes) {
-        let data = read_small_body(body, gw.limits.retry_buffer_bytes).await?;
+        // Bounded by the request's deadline: a client that stalls mid-body must not hold its
+        // in-flight slot for ever.
+        let data =
+            tokio::time::timeout_at(start + svc.timeout, read_small_body(body, gw.limits.retry_buffer_bytes))
+                .await
+                .map_err(|_| {
+                    GatewayError::new(ErrorKind::ClientTimeout, "request body not received in time")
+                })??;
         Outgoing::replayable(parts.method.clone(), uri, headers, Some(data))
     } else {
         let (up, flag) = UpBody::streaming(body, gw.limits.max_body_bytes);
@@ -139,7 +148,7 @@ async fn proxy(
     let result = attempt_local(gw, &snap, &svc, outgoing, facts, start, request_id).await;
     let elapsed = start.elapsed();
     match result {
-        Ok((resp, ep_guard, endpoint)) => {
+        Ok((resp, ep_guard, lease, endpoint)) => {
             let status = resp.status();
             route.metrics.record(status.as_u16(), elapsed, Instant::now());
             tracing::debug!(
@@ -154,7 +163,8 @@ async fn proxy(
             );
             let (mut rparts, rbody) = resp.into_parts();
             hdr::strip_hop_by_hop(&mut rparts.headers);
-            Ok(Response::from_parts(rparts, DownBody::upstream(rbody, ep_guard, node_guard)))
+            let held = Held { endpoint: ep_guard, node: node_guard, lease };
+            Ok(Response::from_parts(rparts, DownBody::upstream(rbody, held)))
         }
         Err(mut e) => {
             if tripped.is_some_and(|t| t.load(Ordering::Relaxed)) {
@@ -210,7 +220,7 @@ impl Outgoing {
     }
 }
 
-type Served = (Response<Incoming>, InFlightGuard, String);
+type Served = (Response<Incoming>, InFlightGuard, Option<Lease>, String);
 
 async fn attempt_local(
     gw: &Arc<Gateway>,
@@ -307,7 +317,7 @@ async fn attempt_local(
         }
         let per_try = svc.per_try_timeout.min(deadline.saturating_duration_since(Instant::now()));
         match tokio::time::timeout(per_try, ep.pool.send(conn, req)).await {
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, lease))) => {
                 let status = resp.status();
                 if status.is_server_error() {
                     record(gw, svc, ep, AttemptOutcome::ServerError);
@@ -330,7 +340,7 @@ async fn attempt_local(
                 } else {
                     record(gw, svc, ep, AttemptOutcome::Success);
                 }
-                return Ok((resp, ep_guard, ep.url.clone()));
+                return Ok((resp, ep_guard, lease, ep.url.clone()));
             }
             Ok(Err(SendError { error, unsent })) => {
                 if let Some(req) = unsent {
@@ -444,19 +454,18 @@ fn record(gw: &Gateway, svc: &ServiceRuntime, ep: &EndpointRuntime, outcome: Att
     }
 }
 
-fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = req
-        .uri()
-        .host()
-        .map(str::to_string)
-        .or_else(|| req.headers().get(header::HOST)?.to_str().ok().map(str::to_string))?;
-    // Strip a port, minding IPv6 literals.
-    let host = if raw.starts_with('[') {
-        raw.split(']').next().map(|h| format!("{h}]")).unwrap_or(raw)
-    } else {
-        raw.split(':').next().unwrap_or("").to_string()
+/// The request's host without port: from the URI (HTTP/2, absolute form) or the Host header.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let raw = match req.uri().host() {
+        Some(h) => return Some(h),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
     };
-    Some(host)
+    // Strip a port, minding IPv6 literals.
+    if raw.starts_with('[') {
+        raw.find(']').map(|i| &raw[..=i])
+    } else {
+        raw.split(':').next()
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, GatewayError> {

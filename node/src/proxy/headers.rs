@@ -48,18 +48,33 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     new_request_id()
 }
 
+/// 128 random bits as 32 lowercase hex digits.
 pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let id: u128 = rand::random();
-    HeaderValue::try_from(format!("{id:032x}")).unwrap_or(HeaderValue::from_static("invalid"))
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 /// Append the client address to `x-forwarded-for` and state the scheme it used.
 pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, proto: &'static str) {
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {client_ip}"),
-        _ => client_ip.to_string(),
+    use std::io::Write as _;
+    // Formatted on the stack: this runs for every request.
+    let mut buf = [0u8; 64];
+    let len = {
+        let mut cur = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cur, "{client_ip}");
+        cur.position() as usize
     };
-    if let Ok(v) = HeaderValue::try_from(xff) {
+    let ip = &buf[..len];
+    let xff = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(prev) if !prev.is_empty() => HeaderValue::from_bytes(&[prev, b", ", ip].concat()),
+        _ => HeaderValue::from_bytes(ip),
+    };
+    if let Ok(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));

@@ -1,11 +1,11 @@
 //! Upstream connections: a keep-alive pool per endpoint.
 //!
-//! HTTP/1 connections are checked out one request at a time and come back once hyper reports the
-//! previous exchange finished; HTTP/2 (h2c) endpoints share one multiplexed connection. Connecting
+//! HTTP/1 connections are checked out one request at a time and come back when the response body
+//! has been read to its end (no task per request to watch for that); HTTP/2 (h2c) endpoints share one multiplexed connection. Connecting
 //! is a separate step from sending so that a failure to connect is known to have sent nothing:
 //! such a request may be retried whatever its method or body.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -113,9 +113,16 @@ impl ConnPool {
     fn take_idle(&self) -> Option<http1::SendRequest<UpBody>> {
         let mut idle = self.idle.lock().ok()?;
         let now = Instant::now();
-        while let Some((sender, since)) = idle.pop() {
-            if sender.is_ready() && now.duration_since(since) < IDLE_TIMEOUT {
-                return Some(sender);
+        // Newest first: the most recently used connection is the warmest. A connection whose last
+        // exchange hyper has not wound up yet stays for a later checkout; dead or stale ones go.
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let (sender, since) = &idle[i];
+            if sender.is_closed() || now.duration_since(*since) >= IDLE_TIMEOUT {
+                idle.swap_remove(i);
+            } else if sender.is_ready() {
+                return Some(idle.swap_remove(i).0);
             }
         }
         None
@@ -139,30 +146,50 @@ impl ConnPool {
         Ok(TokioIo::new(stream))
     }
 
-    /// Send one request on `conn`. An HTTP/1 connection goes back to the pool once the exchange
-    /// is over (hyper says so by becoming ready again).
+    /// Send one request on `conn`. For HTTP/1 the connection comes back as a [`Lease`] that
+    /// returns it to the pool once the response body has been read to its end.
     pub async fn send(
-        self: &std::sync::Arc<Self>,
+        self: &Arc<Self>,
         conn: Conn,
         req: http::Request<UpBody>,
-    ) -> Result<http::Response<Incoming>, SendError> {
+    ) -> Result<(http::Response<Incoming>, Option<Lease>), SendError> {
         match conn {
-            Conn::H1(mut sender) => {
-                let result = sender.try_send_request(req).await;
-                if result.is_ok() {
-                    let pool = self.clone();
-                    tokio::spawn(async move {
-                        if sender.ready().await.is_ok() {
-                            pool.put_idle(sender);
-                        }
-                    });
+            Conn::H1(mut sender) => match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let done = http_body::Body::is_end_stream(resp.body());
+                    Ok((resp, Some(Lease { pool: self.clone(), sender: Some(sender), done })))
                 }
-                result.map_err(|mut e| SendError { unsent: e.take_message(), error: e.into_error() })
+                Err(mut e) => Err(SendError { unsent: e.take_message(), error: e.into_error() }),
+            },
+            Conn::H2(mut sender) => match sender.try_send_request(req).await {
+                Ok(resp) => Ok((resp, None)),
+                Err(mut e) => Err(SendError { unsent: e.take_message(), error: e.into_error() }),
+            },
+        }
+    }
+}
+
+/// An HTTP/1 connection lent to one exchange. It goes back to the pool only if the exchange ended
+/// cleanly (the response body was read to its end); otherwise dropping it closes the connection.
+pub struct Lease {
+    pool: Arc<ConnPool>,
+    sender: Option<http1::SendRequest<UpBody>>,
+    done: bool,
+}
+
+impl Lease {
+    /// The response body has been read to its end.
+    pub fn finish(&mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            if self.done && !sender.is_closed() {
+                self.pool.put_idle(sender);
             }
-            Conn::H2(mut sender) => sender
-                .try_send_request(req)
-                .await
-                .map_err(|mut e| SendError { unsent: e.take_message(), error: e.into_error() }),
         }
     }
 }
