@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{header, Request};
+use http::header;
 use rand::Rng;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -17,6 +17,7 @@ use crate::core::health::Transition;
 use crate::core::table::HealthCheckSpec;
 use crate::gateway::{EndpointRuntime, Gateway, ServiceRuntime};
 use crate::proxy::body::UpBody;
+use crate::proxy::pool::{RequestHead, UpstreamBody};
 
 /// Follow the applied routing table until `shutdown` fires, keeping one prober per endpoint.
 pub async fn run(gw: Arc<Gateway>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -75,32 +76,18 @@ async fn probe(ep: &EndpointRuntime, spec: &HealthCheckSpec) -> bool {
     let deadline = Instant::now() + timeout;
     let attempt = async {
         let conn = ep.pool.checkout(timeout).await.ok()?;
-        let mut req = Request::new(UpBody::Empty);
-        *req.uri_mut() = build_uri(ep, &spec.path)?;
-        req.headers_mut()
-            .insert(header::HOST, http::HeaderValue::from_str(ep.pool.authority().as_str()).ok()?);
-        req.headers_mut().insert(header::USER_AGENT, http::HeaderValue::from_static("meridian-health-check"));
-        let (resp, lease) = ep.pool.send(conn, req).await.ok()?;
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::HOST, http::HeaderValue::from_str(ep.pool.authority().as_str()).ok()?);
+        headers.insert(header::USER_AGENT, http::HeaderValue::from_static("meridian-health-check"));
+        let head = RequestHead { method: http::Method::GET, uri: spec.path.parse().ok()?, headers };
+        let resp = ep.pool.send(conn, &head, UpBody::Empty).await.ok()?;
         let ok = resp.status().is_success();
         // Drain the (small) body so the connection can be reused.
-        if http_body_util::BodyExt::collect(resp.into_body()).await.is_ok() {
-            if let Some(mut lease) = lease {
-                lease.finish();
-            }
-        }
+        let _ = match resp.into_body() {
+            UpstreamBody::H1(b) => http_body_util::BodyExt::collect(b).await.map(drop).map_err(drop),
+            UpstreamBody::H2(b) => http_body_util::BodyExt::collect(b).await.map(drop).map_err(drop),
+        };
         Some(ok)
     };
     matches!(tokio::time::timeout_at(deadline, attempt).await, Ok(Some(true)))
-}
-
-fn build_uri(ep: &EndpointRuntime, path: &str) -> Option<http::Uri> {
-    match ep.pool.protocol() {
-        crate::core::table::UpstreamProtocol::Http1 => path.parse().ok(),
-        crate::core::table::UpstreamProtocol::H2c => http::Uri::builder()
-            .scheme("http")
-            .authority(ep.pool.authority().clone())
-            .path_and_query(path)
-            .build()
-            .ok(),
-    }
 }

@@ -10,9 +10,11 @@
 //! - [`admin`]: the admin API; [`metrics`]: counters and latency histograms.
 //! - [`health_check`]: active probes of local endpoints.
 //! - [`route_store`]: the versioned routing table of a standalone node.
+//! - [`peer`]: node-to-node QUIC with mutual TLS; [`certs`]: the cluster CA and node certificates.
 //! - [`config`], [`node`], [`ctl`], [`dev`], [`demo_upstream`]: the command line.
 
 pub mod admin;
+pub mod certs;
 pub mod config;
 pub mod core;
 pub mod ctl;
@@ -24,6 +26,7 @@ pub mod health_check;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod proxy;
 pub mod route_store;
 pub mod server;

@@ -13,8 +13,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::h1::H1Body;
 use super::inflight::InFlightGuard;
-use super::pool::Lease;
+use super::pool::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -94,11 +95,11 @@ impl Body for UpBody {
     }
 }
 
-/// What a streaming response holds on to until its body ends.
+/// What a streaming response holds on to until its body ends, so least-in-flight and load
+/// shedding see a streaming response as load.
 pub struct Held {
     pub endpoint: InFlightGuard,
     pub node: InFlightGuard,
-    pub lease: Option<Lease>,
 }
 
 pin_project_lite::pin_project! {
@@ -106,12 +107,15 @@ pin_project_lite::pin_project! {
     #[project = DownBodyProj]
     pub enum DownBody {
         Full { data: Option<Bytes> },
-        Upstream {
+        H1 {
+            #[pin]
+            inner: H1Body,
+            held: Option<Held>,
+        },
+        H2 {
             #[pin]
             inner: Incoming,
-            // Held until the body ends so least-in-flight and load shedding see a streaming
-            // response as load, and so the upstream connection is pooled only after a clean end.
-            guard: Option<Held>,
+            held: Option<Held>,
         },
     }
 }
@@ -122,57 +126,63 @@ impl DownBody {
         DownBody::Full { data: if data.is_empty() { None } else { Some(data) } }
     }
 
-    pub fn upstream(inner: Incoming, held: Held) -> DownBody {
-        DownBody::Upstream { inner, guard: Some(held) }
+    pub fn upstream(body: UpstreamBody, held: Held) -> DownBody {
+        match body {
+            UpstreamBody::H1(inner) => {
+                let done = inner.is_end_stream();
+                DownBody::H1 { inner, held: (!done).then_some(held) }
+            }
+            UpstreamBody::H2(inner) => DownBody::H2 { inner, held: Some(held) },
+        }
     }
+}
+
+/// Poll an upstream body, releasing the in-flight guards once it ends (hyper stops polling when
+/// `is_end_stream` says so, so the end is noticed after the last frame as well as on `None`).
+fn poll_upstream<B>(
+    mut inner: Pin<&mut B>,
+    held: &mut Option<Held>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let polled = ready!(inner.as_mut().poll_frame(cx));
+    if !matches!(polled, Some(Ok(_))) || inner.is_end_stream() {
+        held.take();
+    }
+    Poll::Ready(polled.map(|r| r.map_err(Into::into)))
 }
 
 impl Body for DownBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             DownBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            DownBodyProj::Upstream { mut inner, guard } => {
-                let polled = ready!(inner.as_mut().poll_frame(cx));
-                // hyper stops polling once `is_end_stream` says so, so the end is detected after
-                // the last frame as well as on `None`.
-                let clean_end = match &polled {
-                    Some(Ok(_)) => inner.is_end_stream(),
-                    None => true,
-                    Some(Err(_)) => {
-                        guard.take();
-                        false
-                    }
-                };
-                if clean_end {
-                    // The connection can serve another request.
-                    if let Some(mut held) = guard.take() {
-                        if let Some(lease) = held.lease.as_mut() {
-                            lease.finish();
-                        }
-                    }
-                }
-                Poll::Ready(polled)
-            }
+            DownBodyProj::H1 { inner, held } => poll_upstream(inner, held, cx),
+            DownBodyProj::H2 { inner, held } => poll_upstream(inner, held, cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             DownBody::Full { data } => data.is_none(),
-            DownBody::Upstream { inner, .. } => inner.is_end_stream(),
+            DownBody::H1 { inner, .. } => inner.is_end_stream(),
+            DownBody::H2 { inner, .. } => inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             DownBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            DownBody::Upstream { inner, .. } => inner.size_hint(),
+            DownBody::H1 { inner, .. } => inner.size_hint(),
+            DownBody::H2 { inner, .. } => inner.size_hint(),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -21,10 +21,10 @@ use crate::core::health::{AttemptOutcome, Census, Transition};
 use crate::core::retry::{is_retriable, Failure, RequestFacts};
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::{EndpointRuntime, Gateway, ServiceRuntime, Snapshot};
-use crate::proxy::body::{BodyTooLarge, DownBody, Held, UpBody};
+use crate::proxy::body::{DownBody, Held, UpBody};
 use crate::proxy::headers::{self as hdr, X_MERIDIAN_NODE, X_MERIDIAN_REGION, X_REQUEST_ID};
 use crate::proxy::inflight::InFlightGuard;
-use crate::proxy::pool::{Conn, Lease, SendError};
+use crate::proxy::pool::{RequestHead, SendError, UpstreamBody};
 
 /// Serve one client request. Never fails: every error becomes a small JSON response.
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: SocketAddr) -> Response<DownBody> {
@@ -122,8 +122,9 @@ async fn proxy(
 
     let has_body = content_length.map_or(!body_is_empty(&body), |n| n > 0);
     let mut tripped = None;
+    let head = RequestHead { method: parts.method.clone(), uri, headers };
     let outgoing = if !has_body {
-        Outgoing::replayable(parts.method.clone(), uri, headers, None)
+        Outgoing { head, body: OutBody::Replayable(None) }
     } else if content_length.is_some_and(|n| n <= gw.limits.retry_buffer_bytes) {
         // Bounded by the request's deadline: a client that stalls mid-body must not hold its
         // in-flight slot for ever.
@@ -133,22 +134,18 @@ async fn proxy(
                 .map_err(|_| {
                     GatewayError::new(ErrorKind::ClientTimeout, "request body not received in time")
                 })??;
-        Outgoing::replayable(parts.method.clone(), uri, headers, Some(data))
+        Outgoing { head, body: OutBody::Replayable(Some(data)) }
     } else {
         let (up, flag) = UpBody::streaming(body, gw.limits.max_body_bytes);
         tripped = Some(flag);
-        let mut req = Request::new(up);
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
-        Outgoing::Once(Some(req))
+        Outgoing { head, body: OutBody::Once(Some(up)) }
     };
     let facts = RequestFacts::new(&parts.method, has_idempotency_key, outgoing.is_replayable());
 
     let result = attempt_local(gw, &snap, &svc, outgoing, facts, start, request_id).await;
     let elapsed = start.elapsed();
     match result {
-        Ok((resp, ep_guard, lease, endpoint)) => {
+        Ok((resp, ep_guard, endpoint)) => {
             let status = resp.status();
             route.metrics.record(status.as_u16(), elapsed, Instant::now());
             tracing::debug!(
@@ -163,7 +160,7 @@ async fn proxy(
             );
             let (mut rparts, rbody) = resp.into_parts();
             hdr::strip_hop_by_hop(&mut rparts.headers);
-            let held = Held { endpoint: ep_guard, node: node_guard, lease };
+            let held = Held { endpoint: ep_guard, node: node_guard };
             Ok(Response::from_parts(rparts, DownBody::upstream(rbody, held)))
         }
         Err(mut e) => {
@@ -180,47 +177,39 @@ async fn proxy(
 }
 
 /// The request as it will be sent, once or again.
-enum Outgoing {
-    /// No body or a buffered one: a fresh request can be built for each attempt.
-    Replayable { method: Method, uri: Uri, headers: HeaderMap, body: Option<Bytes> },
+struct Outgoing {
+    head: RequestHead,
+    body: OutBody,
+}
+
+enum OutBody {
+    /// No body or a buffered one: it can be sent again for each attempt.
+    Replayable(Option<Bytes>),
     /// A streamed body: sent at most once, unless it comes back unsent.
-    Once(Option<Request<UpBody>>),
+    Once(Option<UpBody>),
 }
 
 impl Outgoing {
-    fn replayable(method: Method, uri: Uri, headers: HeaderMap, body: Option<Bytes>) -> Outgoing {
-        Outgoing::Replayable { method, uri, headers, body }
-    }
-
     fn is_replayable(&self) -> bool {
-        matches!(self, Outgoing::Replayable { .. })
+        matches!(self.body, OutBody::Replayable(_))
     }
 
-    fn next(&mut self) -> Option<Request<UpBody>> {
-        match self {
-            Outgoing::Replayable { method, uri, headers, body } => {
-                let b = match body {
-                    Some(d) => UpBody::Buffered { data: Some(d.clone()) },
-                    None => UpBody::Empty,
-                };
-                let mut req = Request::new(b);
-                *req.method_mut() = method.clone();
-                *req.uri_mut() = uri.clone();
-                *req.headers_mut() = headers.clone();
-                Some(req)
-            }
-            Outgoing::Once(slot) => slot.take(),
+    fn next_body(&mut self) -> Option<UpBody> {
+        match &mut self.body {
+            OutBody::Replayable(Some(d)) => Some(UpBody::Buffered { data: Some(d.clone()) }),
+            OutBody::Replayable(None) => Some(UpBody::Empty),
+            OutBody::Once(slot) => slot.take(),
         }
     }
 
-    fn give_back(&mut self, req: Request<UpBody>) {
-        if let Outgoing::Once(slot) = self {
-            *slot = Some(req);
+    fn give_back(&mut self, body: UpBody) {
+        if let OutBody::Once(slot) = &mut self.body {
+            *slot = Some(body);
         }
     }
 }
 
-type Served = (Response<Incoming>, InFlightGuard, Option<Lease>, String);
+type Served = (Response<UpstreamBody>, InFlightGuard, String);
 
 async fn attempt_local(
     gw: &Arc<Gateway>,
@@ -301,23 +290,12 @@ async fn attempt_local(
                     return Err(err);
                 }
             };
-        let Some(mut req) = outgoing.next() else {
+        let Some(body) = outgoing.next_body() else {
             break;
         };
-        if matches!(conn, Conn::H2(_)) {
-            // HTTP/2 wants the absolute form.
-            let pq = req.uri().path_and_query().cloned();
-            let mut b = Uri::builder().scheme("http").authority(ep.pool.authority().clone());
-            if let Some(pq) = pq {
-                b = b.path_and_query(pq);
-            }
-            if let Ok(u) = b.build() {
-                *req.uri_mut() = u;
-            }
-        }
         let per_try = svc.per_try_timeout.min(deadline.saturating_duration_since(Instant::now()));
-        match tokio::time::timeout(per_try, ep.pool.send(conn, req)).await {
-            Ok(Ok((resp, lease))) => {
+        match tokio::time::timeout(per_try, ep.pool.send(conn, &outgoing.head, body)).await {
+            Ok(Ok(resp)) => {
                 let status = resp.status();
                 if status.is_server_error() {
                     record(gw, svc, ep, AttemptOutcome::ServerError);
@@ -340,24 +318,24 @@ async fn attempt_local(
                 } else {
                     record(gw, svc, ep, AttemptOutcome::Success);
                 }
-                return Ok((resp, ep_guard, lease, ep.url.clone()));
+                return Ok((resp, ep_guard, ep.url.clone()));
             }
-            Ok(Err(SendError { error, unsent })) => {
-                if let Some(req) = unsent {
-                    // A pooled connection that closed before use: nothing was sent, and it says
-                    // nothing about the endpoint's health.
-                    outgoing.give_back(req);
-                    last_error = Some(GatewayError::new(ErrorKind::UpstreamUnreachable, error.to_string()));
-                    if let Some(t) = tried.get_mut(idx) {
-                        *t = false;
-                    }
-                    continue;
+            Ok(Err(SendError::Unsent { body, detail })) => {
+                // A shared connection that closed before use: nothing was sent, and it says
+                // nothing about the endpoint's health.
+                outgoing.give_back(body);
+                last_error = Some(GatewayError::new(ErrorKind::UpstreamUnreachable, detail));
+                if let Some(t) = tried.get_mut(idx) {
+                    *t = false;
                 }
-                if client_body_failed(&error) {
-                    return Err(GatewayError::new(ErrorKind::ClientBodyFailed, error.to_string()));
-                }
+                continue;
+            }
+            Ok(Err(SendError::ClientBody(detail))) => {
+                return Err(GatewayError::new(ErrorKind::ClientBodyFailed, detail));
+            }
+            Ok(Err(SendError::Failed(detail))) => {
                 record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
-                let err = GatewayError::new(ErrorKind::UpstreamUnreachable, format!("{}: {error}", ep.url));
+                let err = GatewayError::new(ErrorKind::UpstreamUnreachable, format!("{}: {detail}", ep.url));
                 if should_retry(gw, svc, Failure::Reset, facts, attempt, max_attempts, request_id, &ep.url) {
                     last_error = Some(err);
                     continue;
@@ -494,18 +472,4 @@ async fn read_small_body(body: Incoming, limit: u64) -> Result<Bytes, GatewayErr
         }
         Err(e) => Err(GatewayError::new(ErrorKind::ClientBodyFailed, format!("reading request body: {e}"))),
     }
-}
-
-fn client_body_failed(error: &hyper::Error) -> bool {
-    use std::error::Error as _;
-    let mut source = error.source();
-    // Our body wrapper nests the client's own hyper error, or its limit error, under the upstream
-    // connection's error: either means the client side failed, not the upstream.
-    while let Some(s) = source {
-        if s.is::<BodyTooLarge>() || s.is::<hyper::Error>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }

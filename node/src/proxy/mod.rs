@@ -1,6 +1,7 @@
 //! The request path: match, choose, send, stream back.
 
 pub mod body;
+pub mod h1;
 pub mod handler;
 pub mod headers;
 pub mod inflight;

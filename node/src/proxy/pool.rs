@@ -1,25 +1,28 @@
 //! Upstream connections: a keep-alive pool per endpoint.
 //!
-//! HTTP/1 connections are checked out one request at a time and come back when the response body
-//! has been read to its end (no task per request to watch for that); HTTP/2 (h2c) endpoints share one multiplexed connection. Connecting
-//! is a separate step from sending so that a failure to connect is known to have sent nothing:
-//! such a request may be retried whatever its method or body.
+//! HTTP/1.1 connections are lent to one exchange at a time and come back when the response body
+//! has been read to its end (`h1::H1Body` returns them); HTTP/2 (h2c) endpoints share one
+//! multiplexed hyper connection. Connecting is a separate step from sending, so a failure to
+//! connect is known to have sent nothing: such a request may be retried whatever its method or body.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::uri::Authority;
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::core::table::UpstreamProtocol;
 use crate::proxy::body::UpBody;
+use crate::proxy::h1::{H1Body, H1Conn, H1Error};
 
 /// Longest a pooled HTTP/1 connection may sit idle; upstreams commonly close at 60 s or more.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// Idle for longer than this, a connection is checked for a close by the upstream before reuse.
+const PROBE_AFTER: Duration = Duration::from_millis(500);
 /// Most idle connections kept per endpoint.
 const MAX_IDLE: usize = 512;
 
@@ -36,20 +39,41 @@ pub enum ConnectError {
 pub struct ConnPool {
     authority: Authority,
     protocol: UpstreamProtocol,
-    idle: Mutex<Vec<(http1::SendRequest<UpBody>, Instant)>>,
+    idle: Mutex<Vec<H1Conn>>,
     shared_h2: Mutex<Option<http2::SendRequest<UpBody>>>,
 }
 
-/// A connection ready to carry one request.
+/// A connection ready to carry one request. Short-lived and moved once, so the size difference
+/// between the variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum Conn {
-    H1(http1::SendRequest<UpBody>),
+    H1(H1Conn),
     H2(http2::SendRequest<UpBody>),
 }
 
-/// A send that failed; `unsent` carries the request back when it never left this process.
-pub struct SendError {
-    pub error: hyper::Error,
-    pub unsent: Option<http::Request<UpBody>>,
+/// A response head with its streaming body.
+pub enum UpstreamBody {
+    H1(H1Body),
+    H2(Incoming),
+}
+
+/// What is sent upstream apart from the body: kept by the caller across attempts, so an HTTP/1
+/// attempt encodes it without copying it.
+pub struct RequestHead {
+    pub method: http::Method,
+    /// Origin form (`/path?query`).
+    pub uri: http::Uri,
+    pub headers: http::HeaderMap,
+}
+
+/// A send that failed.
+pub enum SendError {
+    /// Never left this process (an h2 connection closed before use): send it again elsewhere.
+    Unsent { body: UpBody, detail: String },
+    /// The client's own body failed (or went over the size limit) while being forwarded.
+    ClientBody(String),
+    /// The upstream failed after the request may have reached it.
+    Failed(String),
 }
 
 impl ConnPool {
@@ -74,19 +98,11 @@ impl ConnPool {
     pub async fn checkout(&self, connect_timeout: Duration) -> Result<Conn, ConnectError> {
         match self.protocol {
             UpstreamProtocol::Http1 => {
-                if let Some(sender) = self.take_idle() {
-                    return Ok(Conn::H1(sender));
+                if let Some(conn) = self.take_idle() {
+                    return Ok(Conn::H1(conn));
                 }
-                let io = self.connect(connect_timeout).await?;
-                let (sender, conn) = http1::Builder::new()
-                    .handshake(io)
-                    .await
-                    .map_err(|e| ConnectError::Handshake(self.authority.clone(), e))?;
-                tokio::spawn(async move {
-                    // The connection ends when the upstream closes it or the pool drops it.
-                    let _ = conn.await;
-                });
-                Ok(Conn::H1(sender))
+                let stream = self.connect(connect_timeout).await?;
+                Ok(Conn::H1(H1Conn::new(stream)))
             }
             UpstreamProtocol::H2c => {
                 if let Some(sender) = self.shared_h2.lock().ok().and_then(|g| g.clone()) {
@@ -94,12 +110,13 @@ impl ConnPool {
                         return Ok(Conn::H2(sender));
                     }
                 }
-                let io = self.connect(connect_timeout).await?;
+                let stream = self.connect(connect_timeout).await?;
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                    .handshake(io)
+                    .handshake(TokioIo::new(stream))
                     .await
                     .map_err(|e| ConnectError::Handshake(self.authority.clone(), e))?;
                 tokio::spawn(async move {
+                    // Runs until the upstream closes it or the last sender is dropped.
                     let _ = conn.await;
                 });
                 if let Ok(mut slot) = self.shared_h2.lock() {
@@ -110,86 +127,93 @@ impl ConnPool {
         }
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<UpBody>> {
-        let mut idle = self.idle.lock().ok()?;
+    fn take_idle(&self) -> Option<H1Conn> {
         let now = Instant::now();
-        // Newest first: the most recently used connection is the warmest. A connection whose last
-        // exchange hyper has not wound up yet stays for a later checkout; dead or stale ones go.
-        let mut i = idle.len();
-        while i > 0 {
-            i -= 1;
-            let (sender, since) = &idle[i];
-            if sender.is_closed() || now.duration_since(*since) >= IDLE_TIMEOUT {
-                idle.swap_remove(i);
-            } else if sender.is_ready() {
-                return Some(idle.swap_remove(i).0);
+        loop {
+            // Newest first: the most recently used connection is the warmest.
+            let mut conn = self.idle.lock().ok()?.pop()?;
+            let idle_for = now.saturating_duration_since(conn.idle_since);
+            if idle_for >= IDLE_TIMEOUT {
+                continue;
+            }
+            if idle_for < PROBE_AFTER || conn.is_usable() {
+                return Some(conn);
             }
         }
-        None
     }
 
-    fn put_idle(&self, sender: http1::SendRequest<UpBody>) {
+    pub(crate) fn put_idle_h1(&self, conn: H1Conn) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < MAX_IDLE {
-                idle.push((sender, Instant::now()));
+                idle.push(conn);
             }
         }
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<TokioIo<TcpStream>, ConnectError> {
-        let addr = self.authority.as_str();
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    async fn connect(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(self.authority.as_str()))
             .await
             .map_err(|_| ConnectError::Timeout(self.authority.clone()))?
             .map_err(|e| ConnectError::Io(self.authority.clone(), e))?;
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        Ok(stream)
     }
 
-    /// Send one request on `conn`. For HTTP/1 the connection comes back as a [`Lease`] that
-    /// returns it to the pool once the response body has been read to its end.
+    /// Send one request on `conn` and return the response head; the body streams.
     pub async fn send(
         self: &Arc<Self>,
         conn: Conn,
-        req: http::Request<UpBody>,
-    ) -> Result<(http::Response<Incoming>, Option<Lease>), SendError> {
+        head: &RequestHead,
+        body: UpBody,
+    ) -> Result<http::Response<UpstreamBody>, SendError> {
         match conn {
-            Conn::H1(mut sender) => match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let done = http_body::Body::is_end_stream(resp.body());
-                    Ok((resp, Some(Lease { pool: self.clone(), sender: Some(sender), done })))
+            Conn::H1(conn) => match conn.send(head, body, self.clone()).await {
+                Ok((resp, body)) => Ok(resp.map(|()| UpstreamBody::H1(body))),
+                Err(H1Error::ClientBody(e)) => Err(SendError::ClientBody(e.to_string())),
+                Err(e) => Err(SendError::Failed(e.to_string())),
+            },
+            Conn::H2(mut sender) => {
+                // HTTP/2 wants the absolute form; the head is copied, as h2 is the rarer path.
+                let mut uri = http::Uri::builder().scheme("http").authority(self.authority.clone());
+                if let Some(pq) = head.uri.path_and_query() {
+                    uri = uri.path_and_query(pq.clone());
                 }
-                Err(mut e) => Err(SendError { unsent: e.take_message(), error: e.into_error() }),
-            },
-            Conn::H2(mut sender) => match sender.try_send_request(req).await {
-                Ok(resp) => Ok((resp, None)),
-                Err(mut e) => Err(SendError { unsent: e.take_message(), error: e.into_error() }),
-            },
-        }
-    }
-}
-
-/// An HTTP/1 connection lent to one exchange. It goes back to the pool only if the exchange ended
-/// cleanly (the response body was read to its end); otherwise dropping it closes the connection.
-pub struct Lease {
-    pool: Arc<ConnPool>,
-    sender: Option<http1::SendRequest<UpBody>>,
-    done: bool,
-}
-
-impl Lease {
-    /// The response body has been read to its end.
-    pub fn finish(&mut self) {
-        self.done = true;
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            if self.done && !sender.is_closed() {
-                self.pool.put_idle(sender);
+                let mut req = http::Request::new(body);
+                *req.method_mut() = head.method.clone();
+                *req.uri_mut() = uri.build().map_err(|e| SendError::Failed(e.to_string()))?;
+                *req.headers_mut() = head.headers.clone();
+                match sender.try_send_request(req).await {
+                    Ok(resp) => Ok(resp.map(UpstreamBody::H2)),
+                    Err(mut e) => {
+                        let request = e.take_message();
+                        let error = e.into_error();
+                        match request {
+                            Some(request) => Err(SendError::Unsent {
+                                body: request.into_body(),
+                                detail: error.to_string(),
+                            }),
+                            None if client_body_failed(&error) => {
+                                Err(SendError::ClientBody(error.to_string()))
+                            }
+                            None => Err(SendError::Failed(error.to_string())),
+                        }
+                    }
+                }
             }
         }
     }
+}
+
+/// hyper nests the client's own body error (a hyper error from reading the client, or our size
+/// limit) under the upstream connection's error: either means the client side failed.
+fn client_body_failed(error: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    let mut source = error.source();
+    while let Some(s) = source {
+        if s.is::<crate::proxy::body::BodyTooLarge>() || s.is::<hyper::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }

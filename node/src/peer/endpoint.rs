@@ -1,0 +1,263 @@
+//! `PeerPlane`: this node's one QUIC endpoint, dialling peers and caching one connection each.
+//!
+//! Owns the UDP socket bound on `--peer` (server and client share it), the transport settings, and
+//! the connection cache. Every RPC gets its own bi-directional stream on the cached connection, so
+//! a slow call never holds up another. Serving incoming calls is in `serve.rs`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint, IdleTimeout, RecvStream, SendStream, TransportConfig, VarInt};
+
+use super::error::PeerError;
+use super::frame::{self, DEFAULT_MAX_FRAME};
+use super::stats::PeerStats;
+use super::tls::{PeerTls, SERVER_NAME};
+
+/// Transport settings of the peer plane.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// Largest frame read, in either direction, by `call` and `serve`.
+    pub max_frame: usize,
+    /// PING interval on an idle connection: keeps cross-region links (and NAT bindings) warm, so a
+    /// Raft heartbeat after a quiet spell does not pay a new handshake.
+    pub keep_alive: Duration,
+    /// A connection with no packets from the peer for this long is dead; the next call redials.
+    pub idle_timeout: Duration,
+    /// Concurrent RPCs one peer may have open towards us on one connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        PeerOptions {
+            max_frame: DEFAULT_MAX_FRAME,
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
+/// The peer plane of one node. Clones share the endpoint, the connection cache and the stats.
+#[derive(Clone)]
+pub struct PeerPlane {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) endpoint: Endpoint,
+    local_addr: SocketAddr,
+    pub(super) tls: PeerTls,
+    pub(super) transport: Arc<TransportConfig>,
+    pub(super) options: PeerOptions,
+    pub(super) stats: PeerStats,
+    /// Outgoing connections by the peer's node id.
+    peers: Mutex<HashMap<String, Arc<PeerSlot>>>,
+}
+
+/// The cached connection to one peer, and a lock so concurrent callers wait for one dial instead
+/// of each opening a connection.
+#[derive(Default)]
+struct PeerSlot {
+    conn: Mutex<Option<Connection>>,
+    dialling: tokio::sync::Mutex<()>,
+}
+
+impl PeerSlot {
+    /// The cached connection, if it is still open and still to the address gossip gives now.
+    fn live(&self, addr: SocketAddr) -> Option<Connection> {
+        let conn = lock(&self.conn);
+        conn.as_ref().filter(|c| c.close_reason().is_none() && c.remote_address() == addr).cloned()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded maps stay consistent even if a holder panicked: every update is one assignment.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl PeerPlane {
+    /// Bind the peer endpoint with default options.
+    pub async fn bind(addr: SocketAddr, tls: PeerTls) -> Result<PeerPlane, PeerError> {
+        PeerPlane::bind_with(addr, tls, PeerOptions::default()).await
+    }
+
+    pub async fn bind_with(
+        addr: SocketAddr,
+        tls: PeerTls,
+        options: PeerOptions,
+    ) -> Result<PeerPlane, PeerError> {
+        let transport = Arc::new(transport_config(&options)?);
+        let mut server = quinn::ServerConfig::with_crypto(tls.quic_server_config());
+        server.transport_config(transport.clone());
+        let endpoint = Endpoint::server(server, addr).map_err(|source| PeerError::Bind { addr, source })?;
+        let local_addr = endpoint.local_addr().map_err(|source| PeerError::Bind { addr, source })?;
+        Ok(PeerPlane {
+            inner: Arc::new(Inner {
+                endpoint,
+                local_addr,
+                tls,
+                transport,
+                options,
+                stats: PeerStats::default(),
+                peers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// This node's id, from its certificate.
+    pub fn id(&self) -> &str {
+        self.inner.tls.id()
+    }
+
+    /// The bound address (with the real port when bound on port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    pub fn stats(&self) -> &PeerStats {
+        &self.inner.stats
+    }
+
+    pub fn options(&self) -> &PeerOptions {
+        &self.inner.options
+    }
+
+    /// Unary RPC: send one request frame (`kind` + `payload`), read one reply frame.
+    ///
+    /// `expect_id` is the node id gossip says lives at `addr`; the handshake fails unless the
+    /// peer's certificate carries exactly that id. `timeout` bounds everything, dialling included.
+    pub async fn call(
+        &self,
+        expect_id: &str,
+        addr: SocketAddr,
+        kind: u8,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerError> {
+        let exchange = async {
+            let (mut send, mut recv) = self.open_stream(expect_id, addr).await?;
+            let fail = |e| self.count(PeerError::frame(expect_id, addr, e));
+            frame::write_request(&mut send, kind, payload).await.map_err(fail)?;
+            // Only errors if the stream is already closed, which the read below reports better.
+            let _ = send.finish();
+            match frame::read_frame(&mut recv, self.inner.options.max_frame).await {
+                Ok(Some(reply)) => Ok(reply),
+                Ok(None) => Err(PeerError::NoReply { peer: expect_id.to_string(), addr }),
+                Err(e) => {
+                    if e.reset_code().is_some() {
+                        PeerStats::bump(&self.inner.stats.frames_rejected);
+                    }
+                    Err(fail(e))
+                }
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(PeerError::Timeout { peer: expect_id.to_string(), addr, after: timeout }))
+    }
+
+    /// A new bi-directional stream to the peer, on the cached connection (dialled if needed), for
+    /// RPCs that stream: write and read frames with `frame::write_frame` / `frame::read_frame`.
+    pub async fn open_stream(
+        &self,
+        expect_id: &str,
+        addr: SocketAddr,
+    ) -> Result<(SendStream, RecvStream), PeerError> {
+        let (conn, fresh) = self.connection(expect_id, addr).await?;
+        match conn.open_bi().await {
+            Ok(streams) => Ok(streams),
+            // A cached connection may have died since we last used it without us noticing yet
+            // (say the peer restarted); one redial is worth it. A fresh one failing is the answer.
+            Err(_) if !fresh => {
+                let (conn, _) = self.connection(expect_id, addr).await?;
+                conn.open_bi().await.map_err(|e| self.count(PeerError::connection(expect_id, addr, e)))
+            }
+            Err(e) => Err(self.count(PeerError::connection(expect_id, addr, e))),
+        }
+    }
+
+    /// Measured round-trip time of the cached connection to `id`, if there is a live one.
+    pub fn rtt(&self, id: &str) -> Option<Duration> {
+        let slot = lock(&self.inner.peers).get(id)?.clone();
+        let conn = lock(&slot.conn);
+        conn.as_ref().filter(|c| c.close_reason().is_none()).map(|c| c.rtt())
+    }
+
+    /// Close every connection and stop the endpoint; waits briefly so peers are told.
+    pub async fn close(&self) {
+        self.inner.endpoint.close(VarInt::from_u32(0), b"node shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
+    }
+
+    /// The cached connection to `id` at `addr`, dialling it if needed. `true` if just dialled.
+    async fn connection(&self, id: &str, addr: SocketAddr) -> Result<(Connection, bool), PeerError> {
+        let slot = lock(&self.inner.peers).entry(id.to_string()).or_default().clone();
+        if let Some(conn) = slot.live(addr) {
+            return Ok((conn, false));
+        }
+        let _dialling = slot.dialling.lock().await;
+        // Someone else may have dialled while we waited.
+        if let Some(conn) = slot.live(addr) {
+            return Ok((conn, false));
+        }
+        let conn = self.dial(id, addr).await?;
+        *lock(&slot.conn) = Some(conn.clone());
+        Ok((conn, true))
+    }
+
+    async fn dial(&self, id: &str, addr: SocketAddr) -> Result<Connection, PeerError> {
+        let crypto = self.inner.tls.quic_client_config(id)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(self.inner.transport.clone());
+        let connecting = self
+            .inner
+            .endpoint
+            .connect_with(config, addr, SERVER_NAME)
+            .map_err(|source| PeerError::Dial { peer: id.to_string(), addr, source })?;
+        match connecting.await {
+            Ok(conn) => {
+                PeerStats::bump(&self.inner.stats.connections_opened);
+                Ok(conn)
+            }
+            Err(source) => {
+                PeerStats::bump(&self.inner.stats.handshakes_failed_outbound);
+                Err(PeerError::Handshake { peer: id.to_string(), addr, source })
+            }
+        }
+    }
+
+    /// Count a handshake failure that surfaced after the dial (the server refused our
+    /// certificate once our side had finished its part of the handshake).
+    fn count(&self, e: PeerError) -> PeerError {
+        if e.is_handshake() {
+            PeerStats::bump(&self.inner.stats.handshakes_failed_outbound);
+        }
+        e
+    }
+}
+
+fn transport_config(options: &PeerOptions) -> Result<TransportConfig, PeerError> {
+    let idle = IdleTimeout::try_from(options.idle_timeout)
+        .map_err(|e| PeerError::InvalidOption { what: "idle_timeout", why: e.to_string() })?;
+    if options.keep_alive >= options.idle_timeout {
+        return Err(PeerError::InvalidOption {
+            what: "keep_alive",
+            why: format!(
+                "{:?} must be shorter than the idle timeout {:?} to keep links up",
+                options.keep_alive, options.idle_timeout
+            ),
+        });
+    }
+    let mut transport = TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(idle))
+        .keep_alive_interval(Some(options.keep_alive))
+        .max_concurrent_bidi_streams(VarInt::from_u32(options.max_concurrent_streams))
+        // Peers never open unidirectional streams.
+        .max_concurrent_uni_streams(VarInt::from_u32(0));
+    Ok(transport)
+}

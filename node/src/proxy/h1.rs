@@ -1,0 +1,597 @@
+//! The upstream HTTP/1.1 client: one exchange at a time on a pooled connection, run inside the
+//! request's own task.
+//!
+//! hyper's client runs each connection as a separate task and passes requests, responses and body
+//! chunks between tasks through channels; for a proxy that is several wake-ups per request on the
+//! hottest path. Here the request task writes the request and reads the response head itself, and
+//! the response body is decoded straight from the socket as the client side of the proxy polls it.
+//! Framing follows RFC 9112 §6: no body for HEAD, 1xx, 204 and 304; chunked when the last transfer
+//! coding is chunked; else `content-length`; else read until close.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::body::{BoxError, UpBody};
+use super::pool::{ConnPool, RequestHead};
+
+/// Largest upstream response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+/// Read size while streaming a body.
+const READ_CHUNK: usize = 32 * 1024;
+/// Bodies up to this size are copied into the head's buffer and sent with one write.
+const COALESCE: usize = 16 * 1024;
+
+/// An idle or busy HTTP/1.1 connection to one endpoint.
+pub struct H1Conn {
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    buf: BytesMut,
+    /// Whether this connection has carried a request before (a reused connection may have been
+    /// closed by the upstream while idle).
+    pub reused: bool,
+    pub idle_since: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    #[error("upstream closed the connection before sending a response")]
+    ClosedBeforeResponse,
+    #[error("writing the request to the upstream: {0}")]
+    Write(io::Error),
+    #[error("reading the upstream response: {0}")]
+    Read(io::Error),
+    #[error("request body: {0}")]
+    ClientBody(BoxError),
+    #[error("invalid upstream response: {0}")]
+    Protocol(String),
+}
+
+impl H1Conn {
+    pub fn new(stream: TcpStream) -> H1Conn {
+        let (rd, wr) = stream.into_split();
+        H1Conn { rd, wr, buf: BytesMut::with_capacity(8 * 1024), reused: false, idle_since: Instant::now() }
+    }
+
+    /// False when the upstream has closed (or written to) this idle connection. Costs no system
+    /// call unless the socket became readable while idle.
+    pub fn is_usable(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.rd.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Send `req` and read the response head. The body streams from the returned [`H1Body`],
+    /// which hands the connection back to `pool` when the exchange ends cleanly.
+    pub async fn send(
+        mut self,
+        head: &RequestHead,
+        body: UpBody,
+        pool: Arc<ConnPool>,
+    ) -> Result<(Response<()>, H1Body), H1Error> {
+        let mut out = BytesMut::with_capacity(1024);
+        let chunked = encode_head(&mut out, &head.method, &head.uri, &head.headers, &body);
+        let is_head = head.method == Method::HEAD;
+        let mut early = false;
+        match body {
+            UpBody::Empty => write_all(&mut self.wr, &mut out).await?,
+            UpBody::Buffered { data } => {
+                let data = data.unwrap_or_default();
+                if data.len() <= COALESCE {
+                    out.extend_from_slice(&data);
+                    write_all(&mut self.wr, &mut out).await?;
+                } else {
+                    write_all(&mut self.wr, &mut out).await?;
+                    self.wr.write_all(&data).await.map_err(H1Error::Write)?;
+                }
+            }
+            streaming @ UpBody::Streaming { .. } => {
+                write_all(&mut self.wr, &mut out).await?;
+                // Full duplex: an upstream may answer (say, 413) before it has read the body.
+                let H1Conn { rd, wr, buf, .. } = &mut self;
+                let sending = write_body(wr, streaming, chunked);
+                let reading = read_head_ready(rd, buf);
+                tokio::pin!(sending, reading);
+                tokio::select! {
+                    sent = &mut sending => {
+                        sent?;
+                    }
+                    head = &mut reading => {
+                        head?;
+                        early = true;
+                    }
+                }
+            }
+        }
+        let (resp, framing, keep_alive) = self.read_head(is_head).await?;
+        let reusable = keep_alive && !early;
+        let body = H1Body::new(self, framing, reusable, pool);
+        Ok((resp, body))
+    }
+
+    async fn read_head(&mut self, is_head: bool) -> Result<(Response<()>, Framing, bool), H1Error> {
+        loop {
+            if let Some(parsed) = parse_head(&mut self.buf, is_head)? {
+                return Ok(parsed);
+            }
+            if self.buf.len() >= MAX_HEAD {
+                return Err(H1Error::Protocol(format!("response head larger than {MAX_HEAD} bytes")));
+            }
+            self.buf.reserve(8 * 1024);
+            let n = self.rd.read_buf(&mut self.buf).await.map_err(H1Error::Read)?;
+            if n == 0 {
+                return Err(if self.buf.is_empty() {
+                    H1Error::ClosedBeforeResponse
+                } else {
+                    H1Error::Protocol("connection closed in the middle of the response head".into())
+                });
+            }
+        }
+    }
+}
+
+async fn write_all(wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> Result<(), H1Error> {
+    wr.write_all(out).await.map_err(H1Error::Write)?;
+    out.clear();
+    Ok(())
+}
+
+/// Wait until at least a byte of the response has arrived (used to notice early responses).
+async fn read_head_ready(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<(), H1Error> {
+    buf.reserve(8 * 1024);
+    let n = rd.read_buf(buf).await.map_err(H1Error::Read)?;
+    if n == 0 {
+        return Err(H1Error::ClosedBeforeResponse);
+    }
+    Ok(())
+}
+
+async fn write_body(wr: &mut OwnedWriteHalf, mut body: UpBody, chunked: bool) -> Result<(), H1Error> {
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(H1Error::ClientBody)?;
+        let Ok(data) = frame.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            let size = format!("{:x}\r\n", data.len());
+            wr.write_all(size.as_bytes()).await.map_err(H1Error::Write)?;
+            wr.write_all(&data).await.map_err(H1Error::Write)?;
+            wr.write_all(b"\r\n").await.map_err(H1Error::Write)?;
+        } else {
+            wr.write_all(&data).await.map_err(H1Error::Write)?;
+        }
+    }
+    if chunked {
+        wr.write_all(b"0\r\n\r\n").await.map_err(H1Error::Write)?;
+    }
+    Ok(())
+}
+
+/// Write the request head; returns whether the body must be chunk-encoded.
+fn encode_head(
+    out: &mut BytesMut,
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: &UpBody,
+) -> bool {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let has_length = headers.contains_key(header::CONTENT_LENGTH);
+    let chunked = match body {
+        UpBody::Empty => {
+            if !has_length && matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+            false
+        }
+        UpBody::Buffered { data } => {
+            if !has_length {
+                let n = data.as_ref().map_or(0, Bytes::len);
+                out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+            }
+            false
+        }
+        UpBody::Streaming { .. } => {
+            if !has_length {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            }
+            !has_length
+        }
+    };
+    out.extend_from_slice(b"\r\n");
+    chunked
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Parse a complete response head off the front of `buf`, skipping interim 1xx responses.
+fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>, Framing, bool)>, H1Error> {
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut slots);
+        let len = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(H1Error::Protocol(e.to_string())),
+        };
+        let code = parsed.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code).map_err(|_| H1Error::Protocol(format!("status {code}")))?;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            buf.advance(len);
+            continue;
+        }
+        let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        // Header values share the head's buffer rather than being copied one by one.
+        let ranges: Vec<(HeaderName, std::ops::Range<usize>)> = {
+            let base = buf.as_ptr() as usize;
+            let mut v = Vec::with_capacity(parsed.headers.len());
+            for h in parsed.headers.iter() {
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| H1Error::Protocol(format!("bad header name {:?}", h.name)))?;
+                let start = h.value.as_ptr() as usize - base;
+                v.push((name, start..start + h.value.len()));
+            }
+            v
+        };
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(ranges.len());
+        for (name, range) in ranges {
+            let value = HeaderValue::from_maybe_shared(head.slice(range))
+                .map_err(|_| H1Error::Protocol(format!("bad value for header {name}")))?;
+            headers.append(name, value);
+        }
+        let framing = framing(status, is_head, &headers)?;
+        let keep_alive = version == Version::HTTP_11
+            && framing != Framing::UntilClose
+            && !headers.get_all(header::CONNECTION).iter().any(|v| {
+                v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+            });
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        *resp.headers_mut() = headers;
+        return Ok(Some((resp, framing, keep_alive)));
+    }
+}
+
+fn framing(status: StatusCode, is_head: bool, headers: &HeaderMap) -> Result<Framing, H1Error> {
+    if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Empty);
+    }
+    if let Some(te) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
+        let last = te.to_str().unwrap_or("").rsplit(',').next().unwrap_or("").trim();
+        return Ok(if last.eq_ignore_ascii_case("chunked") { Framing::Chunked } else { Framing::UntilClose });
+    }
+    let mut length = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        let n: u64 = v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| H1Error::Protocol("invalid content-length".into()))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(H1Error::Protocol("conflicting content-length values".into()));
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decode {
+    Length(u64),
+    UntilClose,
+    /// Waiting for a chunk-size line.
+    ChunkSize,
+    /// Inside a chunk with this many bytes left.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// Trailer lines after the last chunk, up to an empty line.
+    Trailers,
+    Done,
+}
+
+/// A response body read straight off an upstream connection.
+pub struct H1Body {
+    conn: Option<H1Conn>,
+    state: Decode,
+    reusable: bool,
+    pool: Arc<ConnPool>,
+    remaining_hint: Option<u64>,
+}
+
+impl H1Body {
+    fn new(conn: H1Conn, framing: Framing, reusable: bool, pool: Arc<ConnPool>) -> H1Body {
+        let (state, hint) = match framing {
+            Framing::Empty => (Decode::Done, Some(0)),
+            Framing::Length(n) => (Decode::Length(n), Some(n)),
+            Framing::Chunked => (Decode::ChunkSize, None),
+            Framing::UntilClose => (Decode::UntilClose, None),
+        };
+        let mut body = H1Body { conn: Some(conn), state, reusable, pool, remaining_hint: hint };
+        if state == Decode::Done {
+            body.finish();
+        }
+        body
+    }
+
+    /// The exchange is over: pool the connection if it can carry another request.
+    fn finish(&mut self) {
+        self.state = Decode::Done;
+        if let Some(mut conn) = self.conn.take() {
+            if self.reusable && conn.buf.is_empty() {
+                conn.reused = true;
+                conn.idle_since = Instant::now();
+                self.pool.put_idle_h1(conn);
+            }
+        }
+    }
+
+    /// Read more bytes into the buffer; `Ok(0)` at end of stream.
+    fn poll_fill(conn: &mut H1Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        conn.buf.reserve(READ_CHUNK);
+        tokio_util::io::poll_read_buf(Pin::new(&mut conn.rd), cx, &mut conn.buf)
+    }
+
+    fn take_data(&mut self, max: u64) -> Option<Bytes> {
+        let conn = self.conn.as_mut()?;
+        if conn.buf.is_empty() {
+            return None;
+        }
+        let n = (conn.buf.len() as u64).min(max) as usize;
+        Some(conn.buf.split_to(n).freeze())
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        loop {
+            match this.state {
+                Decode::Done => return Poll::Ready(None),
+                Decode::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Decode::Length(left) => {
+                    if let Some(data) = this.take_data(left) {
+                        let left = left - data.len() as u64;
+                        this.state = Decode::Length(left);
+                        this.remaining_hint = Some(left);
+                        if left == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Decode::UntilClose => {
+                    if let Some(data) = this.take_data(u64::MAX) {
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Decode::ChunkData(0) => this.state = Decode::ChunkEnd,
+                Decode::ChunkData(left) => {
+                    if let Some(data) = this.take_data(left) {
+                        this.state = Decode::ChunkData(left - data.len() as u64);
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Decode::ChunkSize | Decode::ChunkEnd | Decode::Trailers => {
+                    if let Some(conn) = this.conn.as_mut() {
+                        match step_chunk_line(&mut conn.buf, this.state) {
+                            Ok(Some(next)) => {
+                                if next == Decode::Done {
+                                    this.finish();
+                                    return Poll::Ready(None);
+                                }
+                                this.state = next;
+                                continue;
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                this.conn = None;
+                                this.state = Decode::Done;
+                                return Poll::Ready(Some(Err(e)));
+                            }
+                        }
+                    }
+                }
+            }
+            // Need more bytes.
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+            let n = match ready!(Self::poll_fill(conn, cx)) {
+                Ok(n) => n,
+                Err(e) => {
+                    this.conn = None;
+                    this.state = Decode::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            };
+            if n == 0 {
+                let state = this.state;
+                this.conn = None;
+                this.state = Decode::Done;
+                if state == Decode::UntilClose {
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "upstream closed the connection in the middle of the response body",
+                ))));
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == Decode::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining_hint {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// Advance the chunked decoder over one line-shaped element; `Ok(None)` when more bytes are needed.
+fn step_chunk_line(buf: &mut BytesMut, state: Decode) -> Result<Option<Decode>, io::Error> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunked encoding: {m}"));
+    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+        if buf.len() > 4096 {
+            return Err(bad("line too long"));
+        }
+        return Ok(None);
+    };
+    let line = buf.split_to(eol + 2);
+    let line = &line[..eol];
+    match state {
+        Decode::ChunkSize => {
+            let hex = line.split(|&b| b == b';').next().unwrap_or(b"");
+            let hex = std::str::from_utf8(hex).map_err(|_| bad("size"))?.trim();
+            if hex.is_empty() || hex.len() > 15 {
+                return Err(bad("size"));
+            }
+            let size = u64::from_str_radix(hex, 16).map_err(|_| bad("size"))?;
+            Ok(Some(if size == 0 { Decode::Trailers } else { Decode::ChunkData(size) }))
+        }
+        Decode::ChunkEnd => {
+            if line.is_empty() {
+                Ok(Some(Decode::ChunkSize))
+            } else {
+                Err(bad("missing CRLF after chunk"))
+            }
+        }
+        // Trailers are dropped: the client-facing side does not forward them.
+        _ => Ok(Some(if line.is_empty() { Decode::Done } else { Decode::Trailers })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], is_head: bool) -> (Response<()>, Framing, bool, BytesMut) {
+        let mut buf = BytesMut::from(raw);
+        let (r, f, k) = parse_head(&mut buf, is_head).expect("valid").expect("complete");
+        (r, f, k, buf)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let (r, f, k, rest) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: b\r\n\r\nhello", false);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-a"], "b");
+        assert_eq!(f, Framing::Length(5));
+        assert!(k);
+        assert_eq!(&rest[..], b"hello");
+        let (_, f, _, _) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true);
+        assert_eq!(f, Framing::Empty, "HEAD has no body");
+        let (_, f, _, _) = parse(b"HTTP/1.1 204 No Content\r\n\r\n", false);
+        assert_eq!(f, Framing::Empty);
+        let (_, f, _, _) =
+            parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 3\r\n\r\n", false);
+        assert_eq!(f, Framing::Chunked, "transfer-encoding wins over content-length");
+        let (_, f, k, _) = parse(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!((f, k), (Framing::UntilClose, false));
+        let (_, _, k, _) = parse(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n", false);
+        assert!(!k);
+        let (_, _, k, _) = parse(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false);
+        assert!(!k, "HTTP/1.0 connections are not reused");
+    }
+
+    #[test]
+    fn interim_responses_are_skipped_and_partial_heads_wait() {
+        let (r, _, _, _) =
+            parse(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n", false);
+        assert_eq!(r.status(), 201);
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-le"[..]);
+        assert!(parse_head(&mut buf, false).expect("partial is fine").is_none());
+    }
+
+    #[test]
+    fn bad_heads_are_errors_not_panics() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 999999 OK\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(raw);
+            assert!(parse_head(&mut buf, false).is_err(), "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn chunk_lines_decode() {
+        let mut buf = BytesMut::from(&b"1a;ext=1\r\n"[..]);
+        assert_eq!(step_chunk_line(&mut buf, Decode::ChunkSize).expect("ok"), Some(Decode::ChunkData(26)));
+        let mut buf = BytesMut::from(&b"0\r\n"[..]);
+        assert_eq!(step_chunk_line(&mut buf, Decode::ChunkSize).expect("ok"), Some(Decode::Trailers));
+        let mut buf = BytesMut::from(&b"x-t: 1\r\n\r\n"[..]);
+        assert_eq!(step_chunk_line(&mut buf, Decode::Trailers).expect("ok"), Some(Decode::Trailers));
+        assert_eq!(step_chunk_line(&mut buf, Decode::Trailers).expect("ok"), Some(Decode::Done));
+        let mut buf = BytesMut::from(&b"zz\r\n"[..]);
+        assert!(step_chunk_line(&mut buf, Decode::ChunkSize).is_err());
+        let mut buf = BytesMut::from(&b"ffffffffffffffffff\r\n"[..]);
+        assert!(step_chunk_line(&mut buf, Decode::ChunkSize).is_err());
+        let mut buf = BytesMut::from(&b"12"[..]);
+        assert_eq!(step_chunk_line(&mut buf, Decode::ChunkSize).expect("ok"), None);
+    }
+
+    #[test]
+    fn request_heads_get_framing_headers() {
+        let uri: http::Uri = "/a?b=1".parse().expect("uri");
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("x"));
+        let mut out = BytesMut::new();
+        assert!(!encode_head(&mut out, &Method::POST, &uri, &h, &UpBody::Empty));
+        assert_eq!(&out[..], b"POST /a?b=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n");
+        let mut out = BytesMut::new();
+        let body = UpBody::Buffered { data: Some(Bytes::from_static(b"abc")) };
+        encode_head(&mut out, &Method::PUT, &uri, &h, &body);
+        assert!(out.ends_with(b"content-length: 3\r\n\r\n"));
+        let mut out = BytesMut::new();
+        encode_head(&mut out, &Method::GET, &uri, &h, &UpBody::Empty);
+        assert_eq!(&out[..], b"GET /a?b=1 HTTP/1.1\r\nhost: x\r\n\r\n");
+    }
+}
