@@ -14,15 +14,20 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use crate::cluster::writes::WriteFailure;
+use crate::cluster::Cluster;
 use crate::core::table::{self, RoutingTable};
 use crate::gateway::Gateway;
 use crate::route_store::WriteError;
+use meridian_raft_store::{Command, CommandResult};
 
 /// Largest routing table accepted over the API.
 const MAX_TABLE_BYTES: usize = 8 * 1024 * 1024;
 
 pub struct Admin {
     pub gw: Arc<Gateway>,
+    /// Present in cluster mode: writes and history go through Raft, views include gossip.
+    pub cluster: Option<Arc<Cluster>>,
     pub token: Option<String>,
     pub started: tokio::time::Instant,
 }
@@ -76,8 +81,15 @@ impl Admin {
     }
 
     fn readyz(&self) -> AdminResponse {
+        let leader_known = self.cluster.as_ref().is_none_or(|c| c.knows_leader());
         match self.gw.snapshot() {
-            Some(s) => json_response(StatusCode::OK, &json!({"ready": true, "routing_version": s.version})),
+            Some(s) if leader_known => {
+                json_response(StatusCode::OK, &json!({"ready": true, "routing_version": s.version}))
+            }
+            Some(_) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"ready": false, "reason": "no raft leader known"}),
+            ),
             None => json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"ready": false, "reason": "no routing table applied yet"}),
@@ -99,9 +111,12 @@ impl Admin {
 
     /// The contract's cluster view. A node outside a Raft group is its own leader and only member.
     fn cluster(&self) -> Value {
+        let version = self.gw.snapshot().map_or(0, |s| s.version);
+        if let Some(c) = &self.cluster {
+            return c.view(self.services_health(), version);
+        }
         let id = &self.gw.identity.id;
         let region = &self.gw.identity.region;
-        let version = self.gw.snapshot().map_or(0, |s| s.version);
         json!({
             "node": {"id": id, "region": region},
             "raft": {
@@ -117,9 +132,8 @@ impl Admin {
     }
 
     fn get_routes(&self) -> AdminResponse {
-        let store = self.gw.store();
-        match store.current() {
-            Some(v) => json_response(StatusCode::OK, &json!({"version": v.version, "table": *v.table})),
+        match self.gw.snapshot() {
+            Some(s) => json_response(StatusCode::OK, &json!({"version": s.version, "table": *s.table})),
             None => json_response(StatusCode::OK, &json!({"version": 0, "table": RoutingTable::default()})),
         }
     }
@@ -157,10 +171,40 @@ impl Admin {
                 )
             }
         };
+        if let Some(c) = &self.cluster {
+            let Ok(table_json) = serde_json::to_string(&table) else {
+                return json_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"error": "table not serialisable"}),
+                );
+            };
+            let cmd = Command::PutTable {
+                table_json,
+                expected_version: expected,
+                cause: "write".into(),
+                by_node: c.id.clone(),
+                at_ms: crate::gateway::unix_ms(),
+            };
+            return cluster_write_result(c.write(cmd).await);
+        }
         write_result(self.gw.write_table(table, expected, "write"))
     }
 
     fn history(&self) -> AdminResponse {
+        if let Some(c) = &self.cluster {
+            let versions: Vec<Value> = c
+                .raft
+                .history()
+                .into_iter()
+                .map(|v| {
+                    let table: Value = serde_json::from_str(&v.table_json).unwrap_or(Value::Null);
+                    json!({"version": v.version, "committed_at_ms": v.committed_at_ms, "cause": v.cause,
+                           "by_node": v.by_node, "table": table})
+                })
+                .collect();
+            let current = versions.first().and_then(|v| v["version"].as_u64()).unwrap_or(0);
+            return json_response(StatusCode::OK, &json!({"current": current, "versions": versions}));
+        }
         let store = self.gw.store();
         let versions: Vec<Value> = store
             .history()
@@ -182,6 +226,10 @@ impl Admin {
                 &json!({"error": "body must be {\"to\": VERSION}"}),
             );
         };
+        if let Some(c) = &self.cluster {
+            let cmd = Command::Rollback { to, by_node: c.id.clone(), at_ms: crate::gateway::unix_ms() };
+            return cluster_write_result(c.write(cmd).await);
+        }
         write_result(self.gw.rollback(to))
     }
 
@@ -238,6 +286,9 @@ impl Admin {
                 }
             }
         }
+        if let Some(c) = &self.cluster {
+            c.render_metrics(&mut out);
+        }
         let mut resp = Response::new(Full::new(Bytes::from(out)));
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
@@ -285,6 +336,31 @@ impl Admin {
         let mut resp = Response::new(Full::new(Bytes::from(html)));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
         resp
+    }
+}
+
+fn cluster_write_result(r: Result<CommandResult, WriteFailure>) -> AdminResponse {
+    match r {
+        Ok(CommandResult::Committed { version }) => {
+            json_response(StatusCode::OK, &json!({"version": version}))
+        }
+        Ok(CommandResult::Conflict { current }) => json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": format!("version moved: current is {current}"), "version": current}),
+        ),
+        Ok(CommandResult::UnknownVersion(v)) => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": format!("version {v} is not in the kept history")}),
+        ),
+        Err(e @ (WriteFailure::NoLeader | WriteFailure::NoQuorum(_))) => {
+            json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e.to_string()}))
+        }
+        Err(e @ WriteFailure::TooLarge(_)) => {
+            json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({"error": e.to_string()}))
+        }
+        Err(e @ WriteFailure::Internal(_)) => {
+            json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": e.to_string()}))
+        }
     }
 }
 

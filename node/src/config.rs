@@ -86,6 +86,18 @@ pub struct NodeSettings {
     /// Tokio worker threads [default: one per core].
     #[arg(long, env = "MERIDIAN_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+    /// Cluster name; gossip from another cluster is ignored [default: meridian].
+    #[arg(long, env = "MERIDIAN_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Time between gossip rounds [default: 200].
+    #[arg(long, env = "MERIDIAN_GOSSIP_INTERVAL_MS")]
+    pub gossip_interval_ms: Option<u64>,
+    /// Raft timings: lan (heartbeat 100 ms) or wan (heartbeat 500 ms) [default: lan].
+    #[arg(long, env = "MERIDIAN_RAFT_TIMINGS")]
+    pub raft_timings: Option<String>,
+    /// A voter gossip reports dead this long is replaced [default: 30000].
+    #[arg(long, env = "MERIDIAN_VOTER_DEAD_AFTER_MS")]
+    pub voter_dead_after_ms: Option<u64>,
 }
 
 impl NodeSettings {
@@ -118,7 +130,11 @@ impl NodeSettings {
             connect_timeout_ms,
             retry_budget_ratio,
             retry_budget_min_per_sec,
-            worker_threads
+            worker_threads,
+            cluster_id,
+            gossip_interval_ms,
+            raft_timings,
+            voter_dead_after_ms
         )
     }
 }
@@ -156,9 +172,19 @@ pub struct NodeConfig {
     pub retry_budget_ratio: f64,
     pub retry_budget_min_per_sec: u32,
     pub worker_threads: Option<usize>,
+    pub cluster_id: String,
+    pub gossip_interval: Duration,
+    pub raft_wan: bool,
+    pub voter_dead_after: Duration,
 }
 
 impl NodeConfig {
+    /// Cluster mode: gossip, Raft and the peer plane. Needs `--tls-dir` (the peer plane is
+    /// always mutual TLS).
+    pub fn clustered(&self) -> bool {
+        self.tls_dir.is_some()
+    }
+
     /// Merge flags/env over the optional config file and validate.
     pub fn resolve(cli: NodeSettings, file: Option<&Path>) -> anyhow::Result<NodeConfig> {
         let from_file = match file {
@@ -228,6 +254,19 @@ impl NodeConfig {
         if let Some(0) = s.max_in_flight {
             bail!("max_in_flight: must be at least 1");
         }
+        if s.tls_dir.is_none() && (s.seeds.as_ref().is_some_and(|v| !v.is_empty()) || s.expect.is_some()) {
+            bail!("tls_dir: --seeds and --expect need --tls-dir (the peer plane is always mutual TLS); see `meridian certs`");
+        }
+        if s.expect == Some(0) {
+            bail!("expect: must be at least 1");
+        }
+        let raft_wan = match s.raft_timings.as_deref().unwrap_or("lan") {
+            "lan" => false,
+            "wan" => true,
+            other => bail!("raft_timings: {other:?} must be lan or wan"),
+        };
+        let cluster_id = s.cluster_id.clone().unwrap_or_else(|| "meridian".to_string());
+        check_name("cluster_id", &cluster_id)?;
         Ok(NodeConfig {
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("meridian-data").join(&id)),
             id,
@@ -253,6 +292,10 @@ impl NodeConfig {
             retry_budget_ratio: ratio,
             retry_budget_min_per_sec: s.retry_budget_min_per_sec.unwrap_or(10),
             worker_threads: s.worker_threads,
+            cluster_id,
+            gossip_interval: ms(s.gossip_interval_ms, 200, "gossip_interval_ms")?,
+            raft_wan,
+            voter_dead_after: ms(s.voter_dead_after_ms, 30_000, "voter_dead_after_ms")?,
         })
     }
 }

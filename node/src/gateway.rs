@@ -160,6 +160,18 @@ impl Gateway {
         Ok(version)
     }
 
+    /// Install a table committed by the cluster (never through the local store).
+    pub fn apply_replicated(&self, version: u64, table: RoutingTable, cause: &str) {
+        if self.snapshot().is_some_and(|s| s.version == version) {
+            return;
+        }
+        let snap = Arc::new(self.compile(version, Arc::new(table)));
+        self.snapshot.store(Some(snap.clone()));
+        self.changes.send_replace(Some(snap));
+        self.metrics.table_swaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(version, cause, "routing table applied");
+    }
+
     fn apply_current(&self, store: &RouteStore) {
         if let Some(current) = store.current() {
             let snap = Arc::new(self.compile(current.version, current.table.clone()));

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod ctl;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::Admin;
+use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::core::table::{self, RoutingTable};
 use crate::gateway::{Gateway, Identity, Limits};
@@ -37,17 +38,14 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         retry_budget_min_per_sec: cfg.retry_budget_min_per_sec,
     };
     let gw = Gateway::new(identity, limits);
-    // A bad table stops the node before it binds anything: nothing is half-applied.
+    // A bad table stops the node before it binds anything: nothing is half-applied. In cluster
+    // mode the file only seeds the replicated table at bootstrap.
     if let Some(path) = &cfg.routes {
         let table = load_table(path)?;
-        gw.write_table(table, None, "bootstrap")
-            .map_err(|e| anyhow::anyhow!("routes file {}: {e}", path.display()))?;
-    }
-    if !cfg.seeds.is_empty() || cfg.expect.is_some() || cfg.tls_dir.is_some() {
-        tracing::warn!(
-            "cluster flags (--seeds/--expect/--tls-dir) are accepted but clustering is not built into this \
-             version yet: the node runs standalone with its own routing table"
-        );
+        if !cfg.clustered() {
+            gw.write_table(table, None, "bootstrap")
+                .map_err(|e| anyhow::anyhow!("routes file {}: {e}", path.display()))?;
+        }
     }
 
     // Installed before the listening line is printed: a signal sent the moment a supervisor sees
@@ -66,7 +64,15 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     tracing::info!(id = %cfg.id, region = %cfg.region, %http_addr, %admin_addr, "node started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(signals.run(stop_tx, gw.clone(), cfg.routes.clone()));
+    let cluster = if cfg.clustered() {
+        Some(Cluster::start(&cfg, gw.clone(), http_addr, admin_addr, stop_rx.clone()).await?)
+    } else {
+        None
+    };
+    // SIGHUP re-reads the routes file only for a standalone node; a cluster changes its table
+    // through the admin API.
+    let reload = if cluster.is_none() { cfg.routes.clone() } else { None };
+    tokio::spawn(signals.run(stop_tx, gw.clone(), reload));
     tokio::spawn(crate::health_check::run(gw.clone(), stop_rx.clone()));
 
     let conn_limits = ConnLimits {
@@ -85,6 +91,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     );
     let admin_state = Arc::new(Admin {
         gw: gw.clone(),
+        cluster: cluster.clone(),
         token: cfg.admin_token.clone(),
         started: tokio::time::Instant::now(),
     });
@@ -97,6 +104,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         "admin",
     );
     tokio::join!(data, admin_srv);
+    if let Some(c) = cluster {
+        c.shutdown().await;
+    }
     tracing::info!("node stopped");
     Ok(())
 }

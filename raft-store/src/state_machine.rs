@@ -1,0 +1,285 @@
+//! The durable state machine: openraft's [`RaftStateMachine`] over [`MachineState`], persisted
+//! in the redb file, plus its snapshots.
+//!
+//! Owns the `sm_meta`, `sm_routing` and `snapshot` tables. A batch of entries is decided on a
+//! copy of the state, persisted in one transaction, and only then made current and published —
+//! so what watchers see is always what is on disk. On open the persisted state is loaded, which
+//! is why a restarted node has its table before it hears from any peer.
+
+use std::io::Cursor;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use openraft::StorageIOError;
+use redb::ReadableTable;
+use tokio::sync::watch;
+
+use crate::codec;
+use crate::command::CommandResult;
+use crate::db::get_value;
+use crate::db::put_optional;
+use crate::db::put_value;
+use crate::db::DbError;
+use crate::db::RaftDb;
+use crate::db::SM_META;
+use crate::db::SM_ROUTING;
+use crate::db::SNAPSHOT;
+use crate::machine::MachineImage;
+use crate::machine::MachineState;
+use crate::machine::MachineWrite;
+use crate::routing_history::AppliedTable;
+use crate::routing_history::HistoryRecord;
+use crate::routing_history::RoutingHistory;
+use crate::type_config::Entry;
+use crate::type_config::LogId;
+use crate::type_config::Snapshot;
+use crate::type_config::SnapshotMeta;
+use crate::type_config::StorageError;
+use crate::type_config::StoredMembership;
+use crate::type_config::TypeConfig;
+
+/// The state machine of one node.
+pub struct StateMachineStore {
+    db: RaftDb,
+    state: MachineState,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    applied_tx: watch::Sender<Option<AppliedTable>>,
+    history_tx: watch::Sender<Vec<AppliedTable>>,
+    /// Distinguishes snapshots built in this process; the log id alone names their content.
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+impl StateMachineStore {
+    /// Loads the persisted state machine.
+    pub(crate) fn load(db: RaftDb) -> Result<Self, DbError> {
+        let (last_applied, membership, records) = db.read(|txn| {
+            let meta = txn.open_table(SM_META)?;
+            let last_applied: Option<LogId> = get_value(&meta, "last_applied")?;
+            let membership: Option<StoredMembership> = get_value(&meta, "membership")?;
+            let mut records = Vec::new();
+            for item in txn.open_table(SM_ROUTING)?.iter()? {
+                let (_, bytes) = item?;
+                records.push(codec::decode::<HistoryRecord>(bytes.value())?);
+            }
+            Ok((last_applied, membership.unwrap_or_default(), records))
+        })?;
+        let state = MachineState { routing: RoutingHistory::from_records(records) };
+        let (applied_tx, _) = watch::channel(state.routing.current().cloned());
+        let (history_tx, _) = watch::channel(state.routing.newest_first());
+        Ok(Self {
+            db,
+            state,
+            last_applied,
+            membership,
+            applied_tx,
+            history_tx,
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The current routing table, updated after each apply that changes it.
+    pub fn watch_applied(&self) -> watch::Receiver<Option<AppliedTable>> {
+        self.applied_tx.subscribe()
+    }
+
+    /// The routing history, newest first, updated with [`Self::watch_applied`].
+    pub fn watch_history(&self) -> watch::Receiver<Vec<AppliedTable>> {
+        self.history_tx.subscribe()
+    }
+
+    /// Makes `state` current and tells watchers if the routing version moved.
+    fn publish(&mut self, state: MachineState) {
+        self.state = state;
+        let current = self.state.routing.current().cloned();
+        let version = current.as_ref().map(|t| t.version);
+        if self.applied_tx.borrow().as_ref().map(|t| t.version) == version {
+            return;
+        }
+        // History first: whoever sees a new applied version finds it in the history too.
+        self.history_tx.send_replace(self.state.routing.newest_first());
+        self.applied_tx.send_replace(current);
+    }
+}
+
+fn write_sm_err(e: DbError) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<CommandResult>>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut next = self.state.clone();
+        let mut last_applied = self.last_applied;
+        let mut membership = None;
+        let mut writes = Vec::new();
+        let mut results = Vec::new();
+        for entry in entries {
+            last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => results.push(None),
+                EntryPayload::Normal(cmd) => {
+                    let (result, w) = next.apply(&cmd);
+                    writes.extend(w);
+                    results.push(Some(result));
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    results.push(None);
+                }
+            }
+        }
+        if results.is_empty() {
+            return Ok(results);
+        }
+
+        let encoded = writes
+            .into_iter()
+            .map(|w| match w {
+                MachineWrite::PutRouting(t) => {
+                    Ok((t.version, Some(codec::encode(&HistoryRecord::from(&t))?)))
+                }
+                MachineWrite::DropRouting(version) => Ok((version, None)),
+            })
+            .collect::<Result<Vec<_>, DbError>>()
+            .map_err(write_sm_err)?;
+        let persisted_membership = membership.clone();
+        self.db
+            .write(move |txn| {
+                let mut routing = txn.open_table(SM_ROUTING)?;
+                for (version, bytes) in &encoded {
+                    match bytes {
+                        Some(bytes) => routing.insert(*version, bytes.as_slice())?,
+                        None => routing.remove(*version)?,
+                    };
+                }
+                let mut meta = txn.open_table(SM_META)?;
+                put_optional(&mut meta, "last_applied", last_applied.as_ref())?;
+                if let Some(m) = &persisted_membership {
+                    put_value(&mut meta, "membership", m)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(write_sm_err)?;
+
+        self.last_applied = last_applied;
+        if let Some(m) = membership {
+            self.membership = m;
+        }
+        self.publish(next);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            image: self.state.image(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            seq: self.snapshot_seq.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let image: MachineImage = codec::decode_snapshot(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let state = MachineState::from_image(image);
+        let records = state.routing.records();
+        let stored_meta = meta.clone();
+        self.db
+            .write(move |txn| {
+                let mut routing = txn.open_table(SM_ROUTING)?;
+                routing.retain(|_, _| false)?;
+                for record in &records {
+                    routing.insert(record.version, codec::encode(record)?.as_slice())?;
+                }
+                let mut sm_meta = txn.open_table(SM_META)?;
+                put_optional(&mut sm_meta, "last_applied", stored_meta.last_log_id.as_ref())?;
+                put_value(&mut sm_meta, "membership", &stored_meta.last_membership)?;
+                store_snapshot(txn, &stored_meta, &data)
+            })
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.publish(state);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let stored = self
+            .db
+            .read(|txn| {
+                let table = txn.open_table(SNAPSHOT)?;
+                let meta: Option<SnapshotMeta> = get_value(&table, "meta")?;
+                let data = table.get("data")?.map(|bytes| bytes.value().to_vec());
+                Ok(meta.zip(data))
+            })
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(stored.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+fn store_snapshot(txn: &redb::WriteTransaction, meta: &SnapshotMeta, data: &[u8]) -> Result<(), DbError> {
+    let mut table = txn.open_table(SNAPSHOT)?;
+    put_value(&mut table, "meta", meta)?;
+    table.insert("data", data)?;
+    Ok(())
+}
+
+/// Builds a snapshot from a copy of the state taken when openraft asked for a builder, so the
+/// state machine keeps applying while the snapshot is encoded and written.
+pub struct SnapshotBuilder {
+    db: RaftDb,
+    image: MachineImage,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    seq: u64,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let data =
+            codec::encode_snapshot(&self.image).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let snapshot_id = match self.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, self.seq),
+            None => format!("none-{}", self.seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        let (stored_meta, stored_data) = (meta.clone(), data.clone());
+        self.db
+            .write(move |txn| store_snapshot(txn, &stored_meta, &stored_data))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
