@@ -1,8 +1,10 @@
 //! `meridian dev`: a whole local multi-region setup in one command.
 //!
 //! Starts, as child processes of this binary, two demo upstreams and `--nodes-per-region` nodes
-//! in each of `--regions` regions, all on loopback, with one routing table naming every region's
-//! upstreams. Ctrl-C stops everything.
+//! in each of `--regions` regions, all on loopback: one cluster (certificates issued into the dev
+//! directory, gossip seeded from the first node, Raft bootstrapped once every node is seen) whose
+//! first routing table names every region's upstreams. Ctrl-C stops everything. Each run starts
+//! from fresh Raft data so the demo table is the one applied.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -71,17 +73,35 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let routes = args.dir.join("routes.json");
     std::fs::write(&routes, serde_json::to_string_pretty(&table)?)?;
 
-    println!("meridian dev: {} regions x {} nodes", args.regions, args.nodes_per_region);
+    let ids: Vec<(String, &str)> = regions
+        .iter()
+        .flat_map(|r| (0..args.nodes_per_region).map(move |n| (format!("{r}-{}", n + 1), *r)))
+        .collect();
+    let tls = args.dir.join("tls");
+    let node_ids: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+    crate::certs::issue(&tls, &node_ids).context("issuing dev certificates")?;
+    let data = args.dir.join("data");
+    let _ = std::fs::remove_dir_all(&data);
+    let expect = ids.len().to_string();
+    let seed = "127.0.0.1:17946".to_string();
+
+    println!("meridian dev: {} regions x {} nodes, one cluster", args.regions, args.nodes_per_region);
     println!("{:<8} {:<6} {:<24} {:<24}", "node", "region", "http", "admin");
-    let mut k = 0u16;
-    for region in regions {
-        for n in 0..args.nodes_per_region {
-            let id = format!("{region}-{}", n + 1);
+    for (k, (id, region)) in ids.iter().enumerate() {
+        let k = k as u16;
+        {
             let http = format!("127.0.0.1:{}", args.base_port + k);
             let admin = format!("127.0.0.1:{}", 9901 + k);
+            let gossip = format!("127.0.0.1:{}", 17946 + k);
+            let peer = format!("127.0.0.1:{}", 17966 + k);
             let log = std::fs::File::create(args.dir.join(format!("{id}.log")))?;
             let child = Command::new(&exe)
-                .args(["node", "--id", &id, "--region", region, "--http", &http, "--admin", &admin])
+                .args(["node", "--id", id, "--region", region, "--http", &http, "--admin", &admin])
+                .args(["--gossip", &gossip, "--peer", &peer, "--seeds", &seed, "--expect", &expect])
+                .arg("--tls-dir")
+                .arg(&tls)
+                .arg("--data-dir")
+                .arg(data.join(id))
                 .arg("--routes")
                 .arg(&routes)
                 .stdout(Stdio::null())
@@ -94,8 +114,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 format!("http://{http}"),
                 format!("http://{admin}")
             );
-            children.push((id, child));
-            k += 1;
+            children.push((id.clone(), child));
         }
     }
     println!("\ntry:  curl -i http://127.0.0.1:{}/hello", args.base_port);
@@ -112,9 +131,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             }
         }
     };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let reason = tokio::select! {
         r = watch => r,
         _ = tokio::signal::ctrl_c() => "interrupted".to_string(),
+        _ = term.recv() => "terminated".to_string(),
     };
     println!("meridian dev: stopping ({reason})");
     for (_, child) in children.iter_mut() {
