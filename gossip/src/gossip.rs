@@ -154,10 +154,11 @@ impl Gossip {
         chitchat.failure_detection_timeout(newest)
     }
 
-    /// Announces our departure (`left`, `draining`), pushes it to every known peer for a couple
-    /// of rounds, then shuts chitchat down. Peers report us not live as soon as they hear it.
-    pub async fn leave(mut self) {
-        let Some(handle) = self.chitchat.take() else { return };
+    /// Announces our departure (`left`, `draining`) and pushes it to every known peer for a
+    /// couple of rounds; peers report us not live as soon as they hear it. Gossip keeps running
+    /// (a node that is draining stays reachable) until [`Gossip::leave`] or drop.
+    pub async fn announce_leave(&self) {
+        let Some(handle) = self.chitchat.as_ref() else { return };
         let peers: Vec<SocketAddr> = {
             let mut local = self.shared.local.lock().await;
             local.leave();
@@ -179,6 +180,12 @@ impl Gossip {
             }
             tokio::time::sleep(self.gossip_interval).await;
         }
+    }
+
+    /// Announces our departure, then shuts chitchat down.
+    pub async fn leave(mut self) {
+        self.announce_leave().await;
+        let Some(handle) = self.chitchat.take() else { return };
         self.refresher.abort();
         if let Err(err) = handle.shutdown().await {
             warn!(%err, "chitchat did not shut down cleanly");

@@ -35,6 +35,8 @@ pub struct Cluster {
     pub peer: PeerPlane,
     pub raft: RaftStore,
     pub leader_changes: AtomicU64,
+    /// This node has trailed the leader's routing version for longer than `LAG_WARNING_AFTER`.
+    pub lagging: std::sync::atomic::AtomicBool,
 }
 
 /// Addresses this node is reached at, as other nodes should dial them.
@@ -92,6 +94,7 @@ impl Cluster {
             peer,
             raft,
             leader_changes: AtomicU64::new(0),
+            lagging: std::sync::atomic::AtomicBool::new(false),
         });
 
         let serving = cluster.clone();
@@ -143,14 +146,12 @@ impl Cluster {
         }
     }
 
-    /// Leave gossip, stop Raft and close peer connections.
+    /// Announce departure in gossip, stop Raft and close peer connections.
     pub async fn shutdown(self: Arc<Self>) {
+        self.gossip.announce_leave().await;
         self.raft.shutdown().await;
         self.peer.close().await;
-        match Arc::try_unwrap(self) {
-            Ok(c) => c.gossip.leave().await,
-            Err(_) => tracing::debug!("cluster still referenced at shutdown; gossip stops without a leave"),
-        }
+        tracing::info!(node = %self.id, "left the cluster");
     }
 }
 
@@ -200,8 +201,13 @@ async fn apply_tables(cluster: Arc<Cluster>, gw: Arc<Gateway>) {
     }
 }
 
-/// Keep this node's advisory facts in gossip current.
+/// How long this node may trail the leader's routing version before it says so.
+const LAG_WARNING_AFTER: Duration = Duration::from_secs(10);
+
+/// Keep this node's advisory facts in gossip current, and warn when this node's applied routing
+/// version trails the leader's for long.
 async fn publish_facts(cluster: Arc<Cluster>, gw: Arc<Gateway>) {
+    let mut behind_since: Option<tokio::time::Instant> = None;
     loop {
         let status = cluster.raft.status();
         let snap = gw.snapshot();
@@ -219,6 +225,26 @@ async fn publish_facts(cluster: Arc<Cluster>, gw: Arc<Gateway>) {
             })
             .unwrap_or_default();
         let version = snap.as_ref().map_or(0, |s| s.version);
+        let leader_version = status
+            .leader_node
+            .as_ref()
+            .and_then(|l| cluster.gossip.membership().get(&l.id).map(|m| m.facts.routing_version))
+            .unwrap_or(version);
+        if leader_version > version {
+            let since = *behind_since.get_or_insert(now);
+            if now.duration_since(since) >= LAG_WARNING_AFTER {
+                tracing::warn!(
+                    version,
+                    leader_version,
+                    behind_for_s = now.duration_since(since).as_secs(),
+                    "this node's routing table lags the leader's"
+                );
+                cluster.lagging.store(true, Ordering::Relaxed);
+            }
+        } else {
+            behind_since = None;
+            cluster.lagging.store(false, Ordering::Relaxed);
+        }
         let load = gw.in_flight.load(Ordering::Relaxed);
         cluster
             .gossip

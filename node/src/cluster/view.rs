@@ -96,6 +96,12 @@ impl Cluster {
             "# HELP meridian_raft_leader_changes_total Leader changes seen by this node.\n# TYPE meridian_raft_leader_changes_total counter\nmeridian_raft_leader_changes_total {}",
             self.leader_changes.load(Ordering::Relaxed)
         );
+        gauge(
+            out,
+            "meridian_routing_lagging",
+            "1 if this node's routing table has trailed the leader's for more than 10 s.",
+            u64::from(self.lagging.load(Ordering::Relaxed)),
+        );
         gauge(out, "meridian_gossip_live_members", "Members gossip reports live.", m.live_count() as u64);
         gauge(out, "meridian_gossip_dead_members", "Members gossip reports dead.", m.dead_count() as u64);
         self.peer.stats().render(out);
