@@ -109,6 +109,8 @@ pub struct Gateway {
     changes: watch::Sender<Option<Arc<Snapshot>>>,
     registry: Mutex<Registry>,
     store: Mutex<RouteStore>,
+    /// Set once in cluster mode; failover reads it (never on the plain request path).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Gateway {
@@ -123,7 +125,16 @@ impl Gateway {
             changes,
             registry: Mutex::new(Registry::default()),
             store: Mutex::new(RouteStore::default()),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<Arc<crate::cluster::Cluster>> {
+        self.cluster.get().cloned()
     }
 
     /// The snapshot requests are served from right now.

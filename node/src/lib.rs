@@ -22,6 +22,7 @@ pub mod ctl;
 pub mod demo_upstream;
 pub mod dev;
 pub mod error;
+pub mod forward;
 pub mod gateway;
 pub mod health_check;
 pub mod logging;

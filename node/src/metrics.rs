@@ -71,12 +71,16 @@ impl RouteMetrics {
 
     fn render(&self, out: &mut String) {
         let labels = format!("route=\"{}\",region=\"{}\"", esc(&self.route), esc(&self.region));
+        self.render_as(out, "meridian_requests_total", "meridian_request_duration_seconds", &labels);
+    }
+
+    fn render_as(&self, out: &mut String, counter: &str, summary: &str, labels: &str) {
         let mut count = 0u64;
         for (code, c) in self.by_status.iter().enumerate() {
             let n = c.load(Ordering::Relaxed);
             if n > 0 {
                 count += n;
-                let _ = writeln!(out, "meridian_requests_total{{{labels},code=\"{code}\"}} {n}");
+                let _ = writeln!(out, "{counter}{{{labels},code=\"{code}\"}} {n}");
             }
         }
         if let Ok(w) = self.latency.lock() {
@@ -84,18 +88,21 @@ impl RouteMetrics {
             let _ = merged.add(&w.previous);
             for q in QUANTILES {
                 let v = if merged.is_empty() { 0.0 } else { merged.value_at_quantile(q) as f64 / 1e6 };
-                let _ = writeln!(out, "meridian_request_duration_seconds{{{labels},quantile=\"{q}\"}} {v}");
+                let _ = writeln!(out, "{summary}{{{labels},quantile=\"{q}\"}} {v}");
             }
         }
         let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "meridian_request_duration_seconds_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "meridian_request_duration_seconds_count{{{labels}}} {count}");
+        let _ = writeln!(out, "{summary}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{summary}_count{{{labels}}} {count}");
     }
 }
 
 /// Node-wide metrics and the registry of per-route ones (kept across routing-table versions).
 pub struct Metrics {
     routes: Mutex<BTreeMap<(String, String), Arc<RouteMetrics>>>,
+    /// Forwarded requests by (from region, to region): status of the peer's answer and latency.
+    forwards: Mutex<BTreeMap<(String, String), Arc<RouteMetrics>>>,
+    pub forward_failures: AtomicU64,
     errors: [AtomicU64; 10],
     pub retries: AtomicU64,
     pub retries_denied_by_budget: AtomicU64,
@@ -108,6 +115,8 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             routes: Mutex::new(BTreeMap::new()),
+            forwards: Mutex::new(BTreeMap::new()),
+            forward_failures: AtomicU64::new(0),
             errors: Default::default(),
             retries: AtomicU64::new(0),
             retries_denied_by_budget: AtomicU64::new(0),
@@ -139,6 +148,13 @@ impl Metrics {
             .clone()
     }
 
+    pub fn forward(&self, from: &str, to: &str) -> Arc<RouteMetrics> {
+        let mut map = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((from.to_string(), to.to_string()))
+            .or_insert_with(|| Arc::new(RouteMetrics::new(from, to)))
+            .clone()
+    }
+
     pub fn count_error(&self, kind: ErrorKind) {
         if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
             self.errors[i].fetch_add(1, Ordering::Relaxed);
@@ -162,6 +178,27 @@ impl Metrics {
         for r in routes {
             r.render(out);
         }
+        out.push_str(
+            "# HELP meridian_forwards_total Requests forwarded to another region, by answer status.\n",
+        );
+        out.push_str("# TYPE meridian_forwards_total counter\n");
+        out.push_str(
+            "# HELP meridian_forward_duration_seconds Time to response headers of forwarded requests.\n",
+        );
+        out.push_str("# TYPE meridian_forward_duration_seconds summary\n");
+        let forwards: Vec<Arc<RouteMetrics>> =
+            self.forwards.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        for f in forwards {
+            // `route`/`region` hold from/to here.
+            let labels = format!("from_region=\"{}\",to_region=\"{}\"", esc(&f.route), esc(&f.region));
+            f.render_as(out, "meridian_forwards_total", "meridian_forward_duration_seconds", &labels);
+        }
+        counter(
+            out,
+            "meridian_forward_failures_total",
+            "Forwards that failed before the peer answered (unreachable, reset, deadline).",
+            &self.forward_failures,
+        );
         out.push_str("# HELP meridian_errors_total Requests Meridian answered with an error, by cause.\n");
         out.push_str("# TYPE meridian_errors_total counter\n");
         for (i, kind) in ERROR_KINDS.iter().enumerate() {

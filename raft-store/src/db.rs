@@ -102,9 +102,29 @@ impl RaftDb {
         let dir = data_dir.to_path_buf();
         let path = dir.join(DB_FILE);
         let task_path = path.clone();
-        match tokio::task::spawn_blocking(move || open_blocking(&dir, &task_path, raft_id)).await {
+        quiet_panics::install();
+        match tokio::task::spawn_blocking(move || {
+            quiet_panics::during(|| open_blocking(&dir, &task_path, raft_id))
+        })
+        .await
+        {
             Ok(result) => result,
-            Err(e) => Err(StoreError::Corrupt { path, detail: format!("reading the file crashed: {e}") }),
+            Err(e) => {
+                let why = if e.is_panic() {
+                    let payload = e.into_panic();
+                    payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown".to_string())
+                } else {
+                    e.to_string()
+                };
+                Err(StoreError::Corrupt {
+                    path,
+                    detail: format!("the database engine rejected the file ({why})"),
+                })
+            }
         }
     }
 
@@ -270,5 +290,42 @@ fn classify_open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
         // Checksum failures, short reads, bad headers, aborted repairs, unknown file formats:
         // the bytes on disk are not a database we can trust.
         other => StoreError::Corrupt { path, detail: other.to_string() },
+    }
+}
+
+/// redb asserts (panics) on some truncated files instead of returning an error. The panic is
+/// caught and reported as corruption; this keeps the panic hook from also printing a scary
+/// backtrace for it, on the opening thread only: panics anywhere else are reported as usual.
+mod quiet_panics {
+    use std::cell::Cell;
+    use std::sync::Once;
+
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub fn install() {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !QUIET.with(Cell::get) {
+                    previous(info);
+                }
+            }));
+        });
+    }
+
+    pub fn during<R>(f: impl FnOnce() -> R) -> R {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                // Also on unwind: blocking-pool threads are reused.
+                QUIET.with(|q| q.set(false));
+            }
+        }
+        QUIET.with(|q| q.set(true));
+        let _reset = Reset;
+        f()
     }
 }

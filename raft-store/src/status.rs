@@ -75,6 +75,9 @@ pub struct RaftStatus {
     pub purged_index: Option<u64>,
     pub voters: Vec<MeridianNode>,
     pub learners: Vec<MeridianNode>,
+    /// On the leader: the highest log index each other member is known to hold (`None` while
+    /// nothing has been replicated to it). Empty on other nodes.
+    pub replication: std::collections::BTreeMap<u64, Option<u64>>,
     /// When `leader` last changed (or the store opened).
     pub last_leader_change: Instant,
 }
@@ -94,6 +97,7 @@ impl RaftStatus {
             purged_index: None,
             voters: Vec::new(),
             learners: Vec::new(),
+            replication: std::collections::BTreeMap::new(),
             last_leader_change: now,
         }
     }
@@ -119,6 +123,11 @@ impl RaftStatus {
             purged_index: metrics.purged.map(|l| l.index),
             voters: membership.voter_ids().filter_map(node).collect(),
             learners: membership.learner_ids().filter_map(node).collect(),
+            replication: metrics
+                .replication
+                .as_ref()
+                .map(|r| r.iter().map(|(id, matched)| (*id, matched.map(|l| l.index))).collect())
+                .unwrap_or_default(),
             last_leader_change,
         }
     }

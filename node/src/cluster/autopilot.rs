@@ -78,7 +78,19 @@ fn pick_voters(live: &[MeridianNode], current: &BTreeSet<u64>) -> Vec<MeridianNo
     chosen
 }
 
-/// On the leader: add live members as learners, keep voters spread and replace dead ones.
+/// A learner within this many entries of the leader's log counts as caught up.
+const CAUGHT_UP_WITHIN: u64 = 16;
+
+/// Does `node` answer on the peer plane with a certificate from our CA naming it? Gossip is
+/// unauthenticated; this is what keeps a node that merely claims to exist out of the group.
+async fn proves_identity(cluster: &Cluster, node: &MeridianNode) -> bool {
+    let Ok(addr) = super::transport::resolve(&node.peer_addr).await else { return false };
+    // Any answer to an (empty, hence rejected) Raft RPC means the mutual TLS handshake succeeded.
+    cluster.peer.call(&node.id, addr, crate::peer::kind::RAFT, &[], Duration::from_secs(2)).await.is_ok()
+}
+
+/// On the leader: add live members that prove their identity as learners, promote caught-up
+/// learners to keep up to five voters spread across regions, and replace dead voters.
 pub async fn run(cluster: Arc<Cluster>, voter_dead_after: Duration) {
     let mut dead_since: HashMap<u64, Instant> = HashMap::new();
     loop {
@@ -94,6 +106,10 @@ pub async fn run(cluster: Arc<Cluster>, voter_dead_after: Duration) {
         let known: BTreeSet<u64> =
             status.voters.iter().chain(status.learners.iter()).map(MeridianNode::raft_id).collect();
         for n in live.iter().filter(|n| !known.contains(&n.raft_id())) {
+            if !proves_identity(&cluster, n).await {
+                tracing::debug!(node = %n.id, "gossip member failed the peer-plane identity check; not added");
+                continue;
+            }
             tracing::info!(node = %n.id, region = %n.region, "adding member as raft learner");
             if let Err(e) = cluster.raft.add_learner(n.clone()).await {
                 tracing::warn!(node = %n.id, error = %e, "adding learner failed");
@@ -114,10 +130,21 @@ pub async fn run(cluster: Arc<Cluster>, voter_dead_after: Duration) {
             .copied()
             .filter(|v| dead_since.get(v).is_none_or(|t| now.duration_since(*t) < voter_dead_after))
             .collect();
-        // Candidates: live members that are already in the group (learners catch up first).
+        // Candidates: live members already in the group whose log has caught up with ours (a
+        // learner that cannot be reached never does, so it never gets a vote).
+        let head = status.last_log_index.unwrap_or(0);
+        let caught_up = |id: u64| {
+            voters.contains(&id)
+                || status
+                    .replication
+                    .get(&id)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|m| m + CAUGHT_UP_WITHIN >= head)
+        };
         let eligible: Vec<MeridianNode> = live
             .iter()
-            .filter(|n| known.contains(&n.raft_id()))
+            .filter(|n| known.contains(&n.raft_id()) && caught_up(n.raft_id()))
             .cloned()
             .chain(status.voters.iter().filter(|v| keep.contains(&v.raft_id())).cloned())
             .collect();

@@ -81,7 +81,8 @@ impl Cluster {
         let node = MeridianNode::new(&cfg.id, &cfg.region, &adv.peer);
         let mut rcfg = RaftConfig::new(node, cfg.data_dir.join("raft"));
         rcfg.timings = if cfg.raft_wan { RaftTimings::wan() } else { RaftTimings::lan() };
-        let transport = Arc::new(transport::QuicRaftTransport { peer: peer.clone() });
+        let transport =
+            Arc::new(transport::QuicRaftTransport { peer: peer.clone(), members: gossip.watch() });
         let raft = RaftStore::open(rcfg, transport)
             .await
             .map_err(|e| anyhow::anyhow!("opening the raft store in {}: {e}", cfg.data_dir.display()))?;
@@ -97,7 +98,9 @@ impl Cluster {
             lagging: std::sync::atomic::AtomicBool::new(false),
         });
 
+        gw.set_cluster(cluster.clone());
         let serving = cluster.clone();
+        let serving_gw = gw.clone();
         let mut peer_stop = stop.clone();
         tokio::spawn(async move {
             let handler_cluster = serving.clone();
@@ -106,7 +109,8 @@ impl Cluster {
                 .serve(
                     move |call| {
                         let c = handler_cluster.clone();
-                        Box::pin(async move { c.serve_call(call).await })
+                        let gw = serving_gw.clone();
+                        Box::pin(async move { c.serve_call(gw, call).await })
                     },
                     async move {
                         let _ = peer_stop.wait_for(|s| *s).await;
@@ -124,8 +128,9 @@ impl Cluster {
         Ok(cluster)
     }
 
-    async fn serve_call(self: Arc<Self>, call: PeerCall) {
+    async fn serve_call(self: Arc<Self>, gw: Arc<Gateway>, call: PeerCall) {
         match call.kind {
+            kind::FORWARD => crate::forward::serve::serve(gw, call).await,
             kind::RAFT => {
                 let reply = self.raft.handle_rpc(&call.payload).await;
                 let _ = call.reply(&reply).await;
@@ -143,6 +148,15 @@ impl Cluster {
                 // Dropping the call resets its stream: the caller learns at once.
                 tracing::debug!(from = %call.from, kind = other, "unsupported peer rpc");
             }
+        }
+    }
+
+    /// Where `node`'s peer plane is now: gossip's live view first (a node may have restarted on
+    /// another port), the address Raft recorded otherwise.
+    pub fn peer_addr_of(&self, node: &MeridianNode) -> String {
+        match self.gossip.membership().get(&node.id) {
+            Some(m) if m.live && !m.facts.peer_addr.is_empty() => m.facts.peer_addr.clone(),
+            _ => node.peer_addr.clone(),
         }
     }
 
@@ -250,7 +264,11 @@ async fn publish_facts(cluster: Arc<Cluster>, gw: Arc<Gateway>) {
             .gossip
             .update(|f| {
                 f.routing_version = version;
-                f.raft_role = status.role.as_str().to_string();
+                // Gossip knows the roles a live member can have; a stopping node has none.
+                f.raft_role = match status.role {
+                    meridian_raft_store::RaftRole::Shutdown => String::new(),
+                    r => r.as_str().to_string(),
+                };
                 f.services = services;
                 f.load = load;
             })

@@ -12,6 +12,10 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct QuicRaftTransport {
     pub peer: PeerPlane,
+    /// Gossip knows where a node lives now; the Raft membership remembers where it lived when it
+    /// joined. A node restarted on another port is found through gossip (TLS still checks that
+    /// whoever answers there holds that node's certificate).
+    pub members: tokio::sync::watch::Receiver<std::sync::Arc<meridian_gossip::Membership>>,
 }
 
 impl RaftTransport for QuicRaftTransport {
@@ -20,12 +24,19 @@ impl RaftTransport for QuicRaftTransport {
         target: &MeridianNode,
         request: Vec<u8>,
     ) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
-        let target = target.clone();
+        let mut target = target.clone();
+        if let Some(m) = self.members.borrow().get(&target.id) {
+            if m.live && !m.facts.peer_addr.is_empty() {
+                target.peer_addr = m.facts.peer_addr.clone();
+            }
+        }
         Box::pin(async move {
             let addr = resolve(&target.peer_addr)
                 .await
                 .map_err(|reason| TransportError::Unreachable { peer: target.id.clone(), reason })?;
+            tracing::trace!(peer = %target.id, %addr, "raft rpc");
             self.peer.call(&target.id, addr, kind::RAFT, &request, RPC_TIMEOUT).await.map_err(|e| {
+                tracing::debug!(peer = %target.id, %addr, error = %e, "raft rpc failed");
                 let reason = e.to_string();
                 let peer = target.id.clone();
                 match e {

@@ -91,7 +91,7 @@ impl Cluster {
         cmd: &Command,
         timeout: Duration,
     ) -> Result<LeaderWriteReply, WriteFailure> {
-        let addr = resolve(&leader.peer_addr).await.map_err(WriteFailure::Internal)?;
+        let addr = resolve(&self.peer_addr_of(leader)).await.map_err(WriteFailure::Internal)?;
         let payload = frame::encode(cmd).map_err(|e| WriteFailure::Internal(e.to_string()))?;
         let reply = self.peer.call(&leader.id, addr, kind::LEADER_WRITE, &payload, timeout).await.map_err(
             |e| match e {

@@ -4,6 +4,7 @@
 //! simulator both drive these same functions, which is what makes a simulated run mean something.
 
 pub mod balancer;
+pub mod failover;
 pub mod health;
 pub mod matcher;
 pub mod retry;

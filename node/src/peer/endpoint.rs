@@ -60,10 +60,16 @@ pub(super) struct Inner {
 
 /// The cached connection to one peer, and a lock so concurrent callers wait for one dial instead
 /// of each opening a connection.
+/// Longest a QUIC handshake may take before the dial is given up.
+const DIAL_TIMEOUT: Duration = Duration::from_millis(1500);
+
 #[derive(Default)]
 struct PeerSlot {
     conn: Mutex<Option<Connection>>,
     dialling: tokio::sync::Mutex<()>,
+    /// The last failed dial: dials queued behind it for the same address fail at once instead of
+    /// each waiting out a handshake to a dead peer in turn.
+    failed: Mutex<Option<(SocketAddr, tokio::time::Instant)>>,
 }
 
 impl PeerSlot {
@@ -199,14 +205,43 @@ impl PeerPlane {
         if let Some(conn) = slot.live(addr) {
             return Ok((conn, false));
         }
-        let _dialling = slot.dialling.lock().await;
-        // Someone else may have dialled while we waited.
-        if let Some(conn) = slot.live(addr) {
-            return Ok((conn, false));
+        // The dial runs in a task of its own, holding the slot's dial lock: a caller that gives up
+        // (say a Raft heartbeat with a 100 ms budget) must not abort a handshake that the next
+        // call can use, or a slow handshake would never complete.
+        let plane = self.clone();
+        let id = id.to_string();
+        let dial = tokio::spawn(async move {
+            let _dialling = slot.dialling.lock().await;
+            // Someone else may have dialled while we waited.
+            if let Some(conn) = slot.live(addr) {
+                return Ok((conn, false));
+            }
+            let recent_failure =
+                lock(&slot.failed).is_some_and(|(a, at)| a == addr && at.elapsed() < DIAL_TIMEOUT);
+            if recent_failure {
+                return Err(PeerError::Timeout { peer: id, addr, after: DIAL_TIMEOUT });
+            }
+            // Bounded: QUIC ignores ICMP, so a handshake to a dead address would otherwise hold
+            // the dial lock until the idle timeout, and a peer back on a new address would wait.
+            let dialled = match tokio::time::timeout(DIAL_TIMEOUT, plane.dial(&id, addr)).await {
+                Ok(result) => result,
+                Err(_) => Err(PeerError::Timeout { peer: id, addr, after: DIAL_TIMEOUT }),
+            };
+            let conn = match dialled {
+                Ok(conn) => conn,
+                Err(e) => {
+                    *lock(&slot.failed) = Some((addr, tokio::time::Instant::now()));
+                    return Err(e);
+                }
+            };
+            *lock(&slot.conn) = Some(conn.clone());
+            Ok((conn, true))
+        });
+        match dial.await {
+            Ok(result) => result,
+            // Only if the runtime is shutting down.
+            Err(_) => Err(PeerError::NoReply { peer: String::new(), addr }),
         }
-        let conn = self.dial(id, addr).await?;
-        *lock(&slot.conn) = Some(conn.clone());
-        Ok((conn, true))
     }
 
     async fn dial(&self, id: &str, addr: SocketAddr) -> Result<Connection, PeerError> {

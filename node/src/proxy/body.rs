@@ -27,6 +27,65 @@ pub struct BodyTooLarge {
 }
 
 pin_project_lite::pin_project! {
+    /// A client's request body: from an HTTP connection, or streamed over the peer plane by the
+    /// node that forwarded the request.
+    #[project = ClientBodyProj]
+    pub enum ClientBody {
+        Http {
+            #[pin]
+            inner: Incoming,
+        },
+        Peer {
+            rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+            // Known up front for an empty forwarded body.
+            ended: bool,
+        },
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ClientBodyProj::Http { inner } => {
+                Poll::Ready(ready!(inner.poll_frame(cx)).map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+            }
+            ClientBodyProj::Peer { rx, ended } => {
+                if *ended {
+                    return Poll::Ready(None);
+                }
+                match ready!(rx.poll_recv(cx)) {
+                    Some(r) => Poll::Ready(Some(r.map(Frame::data))),
+                    None => {
+                        *ended = true;
+                        Poll::Ready(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Http { inner } => inner.is_end_stream(),
+            ClientBody::Peer { ended, .. } => *ended,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Http { inner } => inner.size_hint(),
+            ClientBody::Peer { .. } => SizeHint::default(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
     /// A request body on its way upstream.
     #[project = UpBodyProj]
     pub enum UpBody {
@@ -34,7 +93,7 @@ pin_project_lite::pin_project! {
         Buffered { data: Option<Bytes> },
         Streaming {
             #[pin]
-            inner: Incoming,
+            inner: ClientBody,
             seen: u64,
             limit: u64,
             // Raised when the limit trips, so the proxy can answer 413 rather than 502.
@@ -44,7 +103,7 @@ pin_project_lite::pin_project! {
 }
 
 impl UpBody {
-    pub fn streaming(inner: Incoming, limit: u64) -> (UpBody, Arc<AtomicBool>) {
+    pub fn streaming(inner: ClientBody, limit: u64) -> (UpBody, Arc<AtomicBool>) {
         let tripped = Arc::new(AtomicBool::new(false));
         (UpBody::Streaming { inner, seen: 0, limit, tripped: tripped.clone() }, tripped)
     }
@@ -72,7 +131,7 @@ impl Body for UpBody {
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+                Some(Err(e)) => Poll::Ready(Some(Err(e))),
                 None => Poll::Ready(None),
             },
         }
@@ -116,6 +175,11 @@ pin_project_lite::pin_project! {
             #[pin]
             inner: Incoming,
             held: Option<Held>,
+        },
+        // A response served by a peer in another region, streamed back over the peer plane.
+        Forwarded {
+            rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>,
+            held: Option<InFlightGuard>,
         },
     }
 }
@@ -167,6 +231,13 @@ impl Body for DownBody {
             DownBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             DownBodyProj::H1 { inner, held } => poll_upstream(inner, held, cx),
             DownBodyProj::H2 { inner, held } => poll_upstream(inner, held, cx),
+            DownBodyProj::Forwarded { rx, held } => match ready!(rx.poll_recv(cx)) {
+                Some(r) => Poll::Ready(Some(r.map(Frame::data))),
+                None => {
+                    held.take();
+                    Poll::Ready(None)
+                }
+            },
         }
     }
 
@@ -175,6 +246,7 @@ impl Body for DownBody {
             DownBody::Full { data } => data.is_none(),
             DownBody::H1 { inner, .. } => inner.is_end_stream(),
             DownBody::H2 { inner, .. } => inner.is_end_stream(),
+            DownBody::Forwarded { .. } => false,
         }
     }
 
@@ -183,6 +255,7 @@ impl Body for DownBody {
             DownBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             DownBody::H1 { inner, .. } => inner.size_hint(),
             DownBody::H2 { inner, .. } => inner.size_hint(),
+            DownBody::Forwarded { .. } => SizeHint::default(),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! that fails in a retriable way is repeated on another endpoint while the service's retry
 //! budget and the request's deadline allow.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -17,22 +17,43 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::core::balancer::{self, Candidate};
+use crate::core::failover::{may_forward, LocalOutcome};
 use crate::core::health::{AttemptOutcome, Census, Transition};
 use crate::core::retry::{is_retriable, Failure, RequestFacts};
 use crate::error::{ErrorKind, GatewayError};
-use crate::gateway::{EndpointRuntime, Gateway, ServiceRuntime, Snapshot};
-use crate::proxy::body::{DownBody, Held, UpBody};
+use crate::forward::{self, origin::ForwardRequest};
+use crate::gateway::{EndpointRuntime, Gateway, ServiceRuntime};
+use crate::proxy::body::{ClientBody, DownBody, Held, UpBody};
 use crate::proxy::headers::{self as hdr, X_MERIDIAN_NODE, X_MERIDIAN_REGION, X_REQUEST_ID};
 use crate::proxy::inflight::InFlightGuard;
 use crate::proxy::pool::{RequestHead, SendError, UpstreamBody};
 
+/// A request another node forwarded here: it is served from this region only.
+pub struct Forwarded {
+    /// The forwarding node (from its certificate).
+    pub from: String,
+    pub visited: Vec<String>,
+    /// The origin's deadline, translated to this node's clock.
+    pub deadline: Instant,
+}
+
 /// Serve one client request. Never fails: every error becomes a small JSON response.
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: SocketAddr) -> Response<DownBody> {
+    respond(gw, req.map(|inner| ClientBody::Http { inner }), client.ip(), None).await
+}
+
+/// Serve a request from a client or, with `fwd`, one forwarded by a peer.
+pub async fn respond(
+    gw: Arc<Gateway>,
+    req: Request<ClientBody>,
+    client_ip: IpAddr,
+    fwd: Option<Forwarded>,
+) -> Response<DownBody> {
     let start = Instant::now();
     let request_id = hdr::request_id(req.headers());
     // Kept only when the refusal line will be logged: no allocation on the hot path otherwise.
     let what = tracing::enabled!(tracing::Level::DEBUG).then(|| (req.method().clone(), req.uri().clone()));
-    let mut resp = match proxy(&gw, req, client, &request_id, start).await {
+    let mut resp = match proxy(&gw, req, client_ip, &request_id, start, fwd.as_ref()).await {
         Ok(resp) => resp,
         Err(e) => {
             gw.metrics.count_error(e.kind);
@@ -44,6 +65,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: SocketAddr
     };
     let h = resp.headers_mut();
     h.insert(X_REQUEST_ID, request_id);
+    // A forwarded answer already names the node and region that served it.
     h.entry(X_MERIDIAN_NODE).or_insert_with(|| gw.identity.node_header.clone());
     h.entry(X_MERIDIAN_REGION).or_insert_with(|| gw.identity.region_header.clone());
     resp
@@ -67,10 +89,11 @@ pub fn error_response(e: &GatewayError, request_id: &HeaderValue) -> Response<Do
 
 async fn proxy(
     gw: &Arc<Gateway>,
-    req: Request<Incoming>,
-    client: SocketAddr,
+    req: Request<ClientBody>,
+    client_ip: IpAddr,
     request_id: &HeaderValue,
     start: Instant,
+    fwd: Option<&Forwarded>,
 ) -> Result<Response<DownBody>, GatewayError> {
     let node_guard = InFlightGuard::new(&gw.in_flight);
     if gw.in_flight.load(Ordering::Relaxed) > gw.limits.max_in_flight {
@@ -116,11 +139,18 @@ async fn proxy(
             }
         }
     }
-    hdr::add_forwarded(&mut headers, client.ip(), "http");
+    if fwd.is_none() {
+        // A forwarded request carries the origin's forwarding headers already.
+        hdr::add_forwarded(&mut headers, client_ip, "http");
+    }
     headers.insert(X_REQUEST_ID, request_id.clone());
     let has_idempotency_key = headers.contains_key(hdr::IDEMPOTENCY_KEY);
 
     let has_body = content_length.map_or(!body_is_empty(&body), |n| n > 0);
+    let deadline = match fwd {
+        Some(f) => f.deadline.min(start + svc.timeout),
+        None => start + svc.timeout,
+    };
     let mut tripped = None;
     let head = RequestHead { method: parts.method.clone(), uri, headers };
     let outgoing = if !has_body {
@@ -128,12 +158,11 @@ async fn proxy(
     } else if content_length.is_some_and(|n| n <= gw.limits.retry_buffer_bytes) {
         // Bounded by the request's deadline: a client that stalls mid-body must not hold its
         // in-flight slot for ever.
-        let data =
-            tokio::time::timeout_at(start + svc.timeout, read_small_body(body, gw.limits.retry_buffer_bytes))
-                .await
-                .map_err(|_| {
-                    GatewayError::new(ErrorKind::ClientTimeout, "request body not received in time")
-                })??;
+        let data = tokio::time::timeout_at(deadline, read_small_body(body, gw.limits.retry_buffer_bytes))
+            .await
+            .map_err(|_| {
+                GatewayError::new(ErrorKind::ClientTimeout, "request body not received in time")
+            })??;
         Outgoing { head, body: OutBody::Replayable(Some(data)) }
     } else {
         let (up, flag) = UpBody::streaming(body, gw.limits.max_body_bytes);
@@ -142,7 +171,45 @@ async fn proxy(
     };
     let facts = RequestFacts::new(&parts.method, has_idempotency_key, outgoing.is_replayable());
 
-    let result = attempt_local(gw, &snap, &svc, outgoing, facts, start, request_id).await;
+    let mut outgoing = outgoing;
+    let result = attempt_local(gw, &svc, &mut outgoing, facts, start, deadline, request_id).await;
+
+    // Failover: a client request (never a forwarded one) whose local attempts could not succeed
+    // goes once to a healthy region, if repeating it is safe and its body is still in hand.
+    let cluster = if fwd.is_none() { gw.cluster() } else { None };
+    let outcome = match &result {
+        Ok((resp, _, _)) if matches!(resp.status().as_u16(), 502..=504) => {
+            Some(LocalOutcome::Failed(Failure::Status(resp.status().as_u16())))
+        }
+        Ok(_) => None,
+        Err((_, outcome)) => *outcome,
+    };
+    if let (Some(cluster), Some(outcome)) = (cluster, outcome) {
+        if may_forward(outcome, facts, outgoing.has_body_in_hand()) {
+            if let Some(body) = outgoing.next_body() {
+                let original_pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+                let req = ForwardRequest {
+                    service: &svc.name,
+                    route: &route.name,
+                    path_and_query: &original_pq,
+                    head: &outgoing.head,
+                    body,
+                    has_body,
+                    client_ip,
+                    request_id,
+                    deadline,
+                };
+                match forward::origin::forward(gw, &cluster, req).await {
+                    Some(Ok(resp)) => return Ok(resp),
+                    // The local error explains the most when no region could take the request;
+                    // a forward that failed explains itself.
+                    Some(Err(e)) if result.is_err() => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+    }
+
     let elapsed = start.elapsed();
     match result {
         Ok((resp, ep_guard, endpoint)) => {
@@ -156,14 +223,17 @@ async fn proxy(
                 upstream = %endpoint,
                 status = status.as_u16(),
                 duration_us = elapsed.as_micros() as u64,
+                forwarded_from = fwd.map(|f| f.from.as_str()),
                 "request"
             );
             let (mut rparts, rbody) = resp.into_parts();
             hdr::strip_hop_by_hop(&mut rparts.headers);
+            rparts.headers.insert(X_MERIDIAN_NODE, gw.identity.node_header.clone());
+            rparts.headers.insert(X_MERIDIAN_REGION, gw.identity.region_header.clone());
             let held = Held { endpoint: ep_guard, node: node_guard };
             Ok(Response::from_parts(rparts, DownBody::upstream(rbody, held)))
         }
-        Err(mut e) => {
+        Err((mut e, _)) => {
             if tripped.is_some_and(|t| t.load(Ordering::Relaxed)) {
                 e = GatewayError::new(
                     ErrorKind::BodyTooLarge,
@@ -202,6 +272,14 @@ impl Outgoing {
         }
     }
 
+    /// The body can still be sent: buffered, or streamed but not yet handed to an upstream.
+    fn has_body_in_hand(&self) -> bool {
+        match &self.body {
+            OutBody::Replayable(_) => true,
+            OutBody::Once(slot) => slot.is_some(),
+        }
+    }
+
     fn give_back(&mut self, body: UpBody) {
         if let OutBody::Once(slot) = &mut self.body {
             *slot = Some(body);
@@ -211,22 +289,26 @@ impl Outgoing {
 
 type Served = (Response<UpstreamBody>, InFlightGuard, String);
 
+/// Why the local attempts failed, for the failover decision; `None` when the failure is the
+/// client's own (its body failed), which no other region can fix.
+type LocalError = (GatewayError, Option<LocalOutcome>);
+
+#[allow(clippy::too_many_arguments)]
 async fn attempt_local(
     gw: &Arc<Gateway>,
-    _snap: &Snapshot,
     svc: &Arc<ServiceRuntime>,
-    mut outgoing: Outgoing,
+    outgoing: &mut Outgoing,
     facts: RequestFacts,
     start: Instant,
+    deadline: Instant,
     request_id: &HeaderValue,
-) -> Result<Served, GatewayError> {
-    let deadline = start + svc.timeout;
+) -> Result<Served, LocalError> {
     let max_attempts = 1 + svc.spec.retries as usize;
     if let Ok(mut b) = svc.budget.lock() {
         b.on_request(start);
     }
     let mut tried = [false; 64];
-    let mut last_error: Option<GatewayError> = None;
+    let mut last_error: Option<(GatewayError, Failure)> = None;
     let mut attempt = 0;
     while attempt < max_attempts {
         attempt += 1;
@@ -240,7 +322,10 @@ async fn attempt_local(
         let ep = &svc.local[idx];
         let remaining = deadline.saturating_duration_since(now);
         if remaining.is_zero() {
-            return Err(GatewayError::new(ErrorKind::UpstreamTimeout, "request deadline passed"));
+            return Err((
+                GatewayError::new(ErrorKind::UpstreamTimeout, "request deadline passed"),
+                Some(LocalOutcome::Failed(Failure::Timeout)),
+            ));
         }
         let ep_guard = InFlightGuard::new(&ep.in_flight);
 
@@ -263,10 +348,10 @@ async fn attempt_local(
                         request_id,
                         &ep.url,
                     ) {
-                        last_error = Some(err);
+                        last_error = Some((err, Failure::NotSent));
                         continue;
                     }
-                    return Err(err);
+                    return Err((err, Some(LocalOutcome::Failed(Failure::NotSent))));
                 }
                 Err(_) => {
                     record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
@@ -284,10 +369,10 @@ async fn attempt_local(
                         request_id,
                         &ep.url,
                     ) {
-                        last_error = Some(err);
+                        last_error = Some((err, Failure::NotSent));
                         continue;
                     }
-                    return Err(err);
+                    return Err((err, Some(LocalOutcome::Failed(Failure::NotSent))));
                 }
             };
         let Some(body) = outgoing.next_body() else {
@@ -309,9 +394,12 @@ async fn attempt_local(
                         request_id,
                         &ep.url,
                     ) {
-                        last_error = Some(GatewayError::new(
-                            ErrorKind::UpstreamUnreachable,
-                            format!("upstream answered {status}"),
+                        last_error = Some((
+                            GatewayError::new(
+                                ErrorKind::UpstreamUnreachable,
+                                format!("upstream answered {status}"),
+                            ),
+                            Failure::Status(status.as_u16()),
                         ));
                         continue;
                     }
@@ -324,23 +412,24 @@ async fn attempt_local(
                 // A shared connection that closed before use: nothing was sent, and it says
                 // nothing about the endpoint's health.
                 outgoing.give_back(body);
-                last_error = Some(GatewayError::new(ErrorKind::UpstreamUnreachable, detail));
+                last_error =
+                    Some((GatewayError::new(ErrorKind::UpstreamUnreachable, detail), Failure::NotSent));
                 if let Some(t) = tried.get_mut(idx) {
                     *t = false;
                 }
                 continue;
             }
             Ok(Err(SendError::ClientBody(detail))) => {
-                return Err(GatewayError::new(ErrorKind::ClientBodyFailed, detail));
+                return Err((GatewayError::new(ErrorKind::ClientBodyFailed, detail), None));
             }
             Ok(Err(SendError::Failed(detail))) => {
                 record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
                 let err = GatewayError::new(ErrorKind::UpstreamUnreachable, format!("{}: {detail}", ep.url));
                 if should_retry(gw, svc, Failure::Reset, facts, attempt, max_attempts, request_id, &ep.url) {
-                    last_error = Some(err);
+                    last_error = Some((err, Failure::Reset));
                     continue;
                 }
-                return Err(err);
+                return Err((err, Some(LocalOutcome::Failed(Failure::Reset))));
             }
             Err(_) => {
                 record(gw, svc, ep, AttemptOutcome::Timeout);
@@ -351,19 +440,23 @@ async fn attempt_local(
                 if should_retry(gw, svc, Failure::Timeout, facts, attempt, max_attempts, request_id, &ep.url)
                     && deadline > Instant::now()
                 {
-                    last_error = Some(err);
+                    last_error = Some((err, Failure::Timeout));
                     continue;
                 }
-                return Err(err);
+                return Err((err, Some(LocalOutcome::Failed(Failure::Timeout))));
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| {
-        GatewayError::new(
-            ErrorKind::NoHealthyUpstream,
-            format!("service {} has no healthy endpoint in region {}", svc.name, gw.identity.region),
-        )
-    }))
+    Err(match last_error {
+        Some((err, failure)) => (err, Some(LocalOutcome::Failed(failure))),
+        None => (
+            GatewayError::new(
+                ErrorKind::NoHealthyUpstream,
+                format!("service {} has no healthy endpoint in region {}", svc.name, gw.identity.region),
+            ),
+            Some(LocalOutcome::NoHealthyEndpoint),
+        ),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -458,12 +551,12 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, GatewayError> {
     }
 }
 
-fn body_is_empty(body: &Incoming) -> bool {
+fn body_is_empty(body: &ClientBody) -> bool {
     use http_body::Body;
     body.is_end_stream()
 }
 
-async fn read_small_body(body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
+async fn read_small_body(body: ClientBody, limit: u64) -> Result<Bytes, GatewayError> {
     let limited = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),

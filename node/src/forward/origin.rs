@@ -1,0 +1,176 @@
+//! The origin side: pick a peer, send the request, stream the answer back.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::protocol::{decode_headers, encode_headers, ForwardHead, ResponseHead};
+use crate::cluster::transport::resolve;
+use crate::cluster::Cluster;
+use crate::core::failover::{choose_peer, PeerView};
+use crate::error::{ErrorKind, GatewayError};
+use crate::gateway::Gateway;
+use crate::peer::{frame, kind};
+use crate::proxy::body::{BoxError, DownBody, UpBody};
+use crate::proxy::inflight::InFlightGuard;
+use crate::proxy::pool::RequestHead;
+
+/// What the handler hands over for a forward.
+pub struct ForwardRequest<'a> {
+    pub service: &'a str,
+    pub route: &'a str,
+    pub path_and_query: &'a str,
+    pub head: &'a RequestHead,
+    pub body: UpBody,
+    pub has_body: bool,
+    pub client_ip: IpAddr,
+    pub request_id: &'a HeaderValue,
+    pub deadline: Instant,
+}
+
+/// Forward to the best healthy peer of another region. `None` when no peer qualifies (the caller
+/// then answers with its own local error).
+pub async fn forward(
+    gw: &Gateway,
+    cluster: &Cluster,
+    req: ForwardRequest<'_>,
+) -> Option<Result<Response<DownBody>, GatewayError>> {
+    let members = cluster.gossip.membership();
+    let candidates: Vec<&meridian_gossip::Member> =
+        members.members.values().filter(|m| m.id != cluster.id && !m.facts.peer_addr.is_empty()).collect();
+    let views: Vec<PeerView<'_>> = candidates
+        .iter()
+        .map(|m| PeerView {
+            region: &m.facts.region,
+            live: m.live,
+            draining: m.facts.draining,
+            healthy: m.facts.services.get(req.service).map_or(0, |s| s.healthy),
+            rtt_us: cluster.peer.rtt(&m.id).map(|d| d.as_micros() as u64),
+            load: m.facts.load,
+        })
+        .collect();
+    let visited = vec![cluster.region.clone()];
+    let peer = candidates[choose_peer(&views, &cluster.region, &visited)?];
+    let request_id = req.request_id.to_str().unwrap_or("").to_string();
+    let started = Instant::now();
+    let head = ForwardHead {
+        method: req.head.method.as_str().to_string(),
+        path_and_query: req.path_and_query.to_string(),
+        headers: encode_headers(&req.head.headers),
+        request_id: request_id.clone(),
+        client_ip: req.client_ip.to_string(),
+        deadline_ms: req.deadline.saturating_duration_since(started).as_millis() as u64,
+        hops_left: 1,
+        visited,
+        has_body: req.has_body,
+    };
+    let to_region = peer.facts.region.clone();
+    let exchange = exchange(gw, cluster, &peer.id, &peer.facts.peer_addr, head, req.body);
+    let result = match tokio::time::timeout_at(req.deadline, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(GatewayError::new(
+            ErrorKind::UpstreamTimeout,
+            format!("forward to {} ({to_region}) passed the request deadline", peer.id),
+        )),
+    };
+    let elapsed = started.elapsed();
+    match &result {
+        Ok(resp) => {
+            gw.metrics.forward(&cluster.region, &to_region).record(
+                resp.status().as_u16(),
+                elapsed,
+                Instant::now(),
+            );
+            gw.metrics.route(req.route, &to_region).record(resp.status().as_u16(), elapsed, Instant::now());
+            tracing::info!(
+                request_id = %request_id, service = req.service, to = %peer.id, to_region = %to_region,
+                status = resp.status().as_u16(), duration_us = elapsed.as_micros() as u64,
+                "request forwarded"
+            );
+        }
+        Err(e) => {
+            gw.metrics.forward_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(request_id = %request_id, to = %peer.id, to_region = %to_region, error = %e, "forward failed");
+        }
+    }
+    Some(result)
+}
+
+async fn exchange(
+    gw: &Gateway,
+    cluster: &Cluster,
+    peer_id: &str,
+    peer_addr: &str,
+    head: ForwardHead,
+    mut body: UpBody,
+) -> Result<Response<DownBody>, GatewayError> {
+    let unreachable = |why: String| GatewayError::new(ErrorKind::UpstreamUnreachable, why);
+    let addr = resolve(peer_addr).await.map_err(unreachable)?;
+    let (mut send, mut recv) =
+        cluster.peer.open_stream(peer_id, addr).await.map_err(|e| unreachable(format!("forward: {e}")))?;
+    let payload = frame::encode(&head).map_err(|e| unreachable(e.to_string()))?;
+    frame::write_request(&mut send, kind::FORWARD, &payload)
+        .await
+        .map_err(|e| unreachable(format!("forward to {peer_id}: {e}")))?;
+    // The body streams while the answer is awaited: a peer may answer before reading it all.
+    let has_body = head.has_body;
+    tokio::spawn(async move {
+        if has_body {
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => {
+                        if let Ok(data) = f.into_data() {
+                            if !data.is_empty() && frame::write_frame(&mut send, &data).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        // The client's body failed: the peer must not see a truncated body as whole.
+                        let _ = send.reset(frame::code::BAD_REQUEST);
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = send.finish();
+    });
+    let max = cluster.peer.options().max_frame;
+    let first = frame::read_frame(&mut recv, max)
+        .await
+        .map_err(|e| unreachable(format!("{peer_id} failed before answering: {e}")))?
+        .ok_or_else(|| unreachable(format!("{peer_id} closed the stream before answering")))?;
+    let rh: ResponseHead =
+        frame::decode(&first).map_err(|e| unreachable(format!("bad answer from {peer_id}: {e}")))?;
+    let status =
+        StatusCode::from_u16(rh.status).map_err(|_| unreachable(format!("bad status from {peer_id}")))?;
+    let headers = decode_headers(&rh.headers).map_err(|e| unreachable(format!("{peer_id}: {e}")))?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(8);
+    tokio::spawn(async move {
+        loop {
+            match frame::read_frame(&mut recv, max).await {
+                Ok(Some(data)) => {
+                    if tx.send(Ok(Bytes::from(data))).await.is_err() {
+                        // The client went away.
+                        let _ = recv.stop(frame::code::NO_REPLY);
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(Box::new(e))).await;
+                    return;
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(DownBody::Forwarded { rx, held: Some(InFlightGuard::new(&gw.in_flight)) });
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    Ok(resp)
+}
