@@ -510,3 +510,299 @@ impl Upstream {
         self.stats()["requests"].as_u64().expect("requests count")
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the cluster suites (t70–t72): certificates, cluster nodes, /cluster views, noise.
+// ---------------------------------------------------------------------------------------------
+
+/// `meridian certs --out DIR/OUT --nodes IDS`: a cluster CA (reused if the directory has one) and
+/// a certificate per node. Another `out` directory gives another CA.
+pub fn make_certs(dir: &Path, out: &str, nodes: &[&str]) -> PathBuf {
+    let out_dir = dir.join(out);
+    let output = Command::new(meridian_bin())
+        .arg("certs")
+        .arg("--out")
+        .arg(&out_dir)
+        .args(["--nodes", &nodes.join(",")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running meridian certs");
+    assert!(
+        output.status.success(),
+        "meridian certs failed: {:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out_dir
+}
+
+/// What every node of one test cluster shares: its root directory (data dirs and logs go there),
+/// the TLS directory, the `--routes` seed file and `--expect`.
+pub struct ClusterSpec {
+    pub root: PathBuf,
+    pub tls_dir: PathBuf,
+    pub routes: PathBuf,
+    pub expect: usize,
+    /// Extra flags every node gets (e.g. `--gossip-interval-ms`).
+    pub extra: Vec<String>,
+}
+
+/// A running cluster node: the `Node` handle plus the addresses from its `cluster` line.
+pub struct ClusterNode {
+    pub node: Node,
+    pub id: String,
+    pub region: String,
+    pub gossip: SocketAddr,
+    pub peer: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl std::ops::Deref for ClusterNode {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+/// Where one incarnation of a node should bind its gossip and peer sockets.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterPorts {
+    pub gossip: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+impl ClusterPorts {
+    /// Fresh ports chosen by the kernel.
+    pub fn any() -> ClusterPorts {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        ClusterPorts { gossip: any, peer: any }
+    }
+}
+
+impl ClusterSpec {
+    /// A spec under `dir` whose nodes seed the routing table from `table`.
+    pub fn new(dir: &TempDir, tls_dir: &Path, table: &Value, expect: usize) -> ClusterSpec {
+        let routes = dir.write("cluster-routes.json", &table.to_string());
+        ClusterSpec {
+            root: dir.path().to_path_buf(),
+            tls_dir: tls_dir.to_path_buf(),
+            routes,
+            expect,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The data dir node `id` uses for every incarnation.
+    pub fn data_dir(&self, id: &str) -> PathBuf {
+        self.root.join(format!("data-{id}"))
+    }
+
+    /// The full argument list (after `node --id .. --region .. --http .. --admin ..`) of a node.
+    pub fn args(&self, id: &str, seeds: &[SocketAddr], ports: ClusterPorts, tls_dir: &Path) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--tls-dir".into(),
+            tls_dir.display().to_string(),
+            "--gossip".into(),
+            ports.gossip.to_string(),
+            "--peer".into(),
+            ports.peer.to_string(),
+            "--expect".into(),
+            self.expect.to_string(),
+            "--data-dir".into(),
+            self.data_dir(id).display().to_string(),
+            "--routes".into(),
+            self.routes.display().to_string(),
+        ];
+        if !seeds.is_empty() {
+            let seeds: Vec<String> = seeds.iter().map(SocketAddr::to_string).collect();
+            args.push("--seeds".into());
+            args.push(seeds.join(","));
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    /// Start node `id` in `region` with `--seeds seeds` (none for the first node) on fresh ports
+    /// and wait for its `cluster` line. Does not wait for readiness.
+    pub fn start(&self, id: &str, region: &str, seeds: &[SocketAddr]) -> ClusterNode {
+        self.start_on(id, region, seeds, ClusterPorts::any(), &self.tls_dir)
+    }
+
+    /// Start node `id` binding `ports`, with the certificates in `tls_dir`.
+    pub fn start_on(
+        &self,
+        id: &str,
+        region: &str,
+        seeds: &[SocketAddr],
+        ports: ClusterPorts,
+        tls_dir: &Path,
+    ) -> ClusterNode {
+        let args = self.args(id, seeds, ports, tls_dir);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // Each incarnation logs to its own directory so a restart keeps the earlier stderr.
+        let log_dir = (1..)
+            .map(|n| self.root.join(format!("log-{id}-{n}")))
+            .find(|p| !p.exists())
+            .expect("a free log dir name");
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let mut node = Node::start(id, region, &args, &log_dir);
+        let line = node.proc.wait_line(" cluster gossip=", Duration::from_secs(20));
+        ClusterNode {
+            gossip: addr_in(&line, "gossip"),
+            peer: addr_in(&line, "peer"),
+            node,
+            id: id.to_string(),
+            region: region.to_string(),
+            data_dir: self.data_dir(id),
+        }
+    }
+}
+
+impl ClusterNode {
+    /// `GET /cluster` as JSON.
+    pub fn cluster(&self) -> Value {
+        let r = self.admin_get("/cluster");
+        assert_eq!(r.status, 200, "{}: GET /cluster: {}", self.id, r.text());
+        r.json()
+    }
+
+    /// `GET /cluster`, or `None` if the node does not answer (stopped, starting).
+    pub fn try_cluster(&self) -> Option<Value> {
+        let r = try_get(self.admin, "/cluster")?;
+        (r.status == 200).then(|| serde_json::from_slice(&r.body).ok()).flatten()
+    }
+
+    /// The leader this node knows, if any.
+    pub fn leader(&self) -> Option<String> {
+        self.try_cluster().and_then(|c| c["raft"]["leader"].as_str().map(String::from))
+    }
+
+    /// `(voters, learners)` ids as this node's `/cluster` reports them, sorted.
+    pub fn raft_members(&self) -> (Vec<String>, Vec<String>) {
+        let c = self.cluster();
+        (ids(&c["raft"]["voters"]), ids(&c["raft"]["learners"]))
+    }
+
+    /// This node's view of member `id` in `/cluster` `members`.
+    pub fn member(&self, id: &str) -> Option<Value> {
+        self.try_cluster()?["members"].as_array()?.iter().find(|m| m["id"] == id).cloned()
+    }
+
+    /// Whether `GET /readyz` answers 200 right now.
+    pub fn is_ready(&self) -> bool {
+        try_get(self.admin, "/readyz").is_some_and(|r| r.status == 200)
+    }
+
+    /// The applied routing version from `GET /routes`, `None` if the node does not answer.
+    pub fn try_routes_version(&self) -> Option<u64> {
+        let r = try_get(self.admin, "/routes")?;
+        serde_json::from_slice::<Value>(&r.body).ok()?["version"].as_u64()
+    }
+
+    /// Last `n` lines of this incarnation's stderr (for assertion messages).
+    pub fn stderr_tail(&self, n: usize) -> String {
+        let s = self.proc.stderr();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// `GET path` that gives `None` instead of panicking when the server does not answer within 5 s.
+pub fn try_get(addr: SocketAddr, path: &str) -> Option<Response> {
+    let head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    raw(addr, head.as_bytes(), Duration::from_secs(5)).ok()
+}
+
+/// A sorted list of the strings in a JSON array.
+pub fn ids(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Wait until every node is ready and all of them report the same leader, one of `nodes`;
+/// returns that leader's id.
+pub fn wait_cluster_ready(nodes: &[&ClusterNode], timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let leaders: Vec<Option<String>> = nodes.iter().map(|n| n.leader()).collect();
+        let ready = nodes.iter().all(|n| n.is_ready());
+        if ready {
+            if let Some(Some(l)) = leaders.first() {
+                if leaders.iter().all(|x| x.as_deref() == Some(l)) && nodes.iter().any(|n| &n.id == l) {
+                    return l.clone();
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            let views: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("{}: ready={} cluster={:?}", n.id, n.is_ready(), n.try_cluster()))
+                .collect();
+            panic!("cluster not ready with one leader within {timeout:?}:\n{}", views.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Poll every node's `GET /routes` until all report `version` (or later); returns the time taken.
+pub fn wait_all_at_version(nodes: &[&ClusterNode], version: u64, timeout: Duration) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let seen: Vec<(String, Option<u64>)> =
+            nodes.iter().map(|n| (n.id.clone(), n.try_routes_version())).collect();
+        if seen.iter().all(|(_, v)| v.is_some_and(|v| v >= version)) {
+            return t0.elapsed();
+        }
+        if t0.elapsed() >= timeout {
+            panic!("not every node applied routing version {version} within {timeout:?}: {seen:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Send `count` datagrams of pseudo-random bytes (sizes 1..=60000) to `addr`, deterministic in
+/// `seed`. Send errors (e.g. ICMP unreachable from an earlier datagram) are ignored.
+pub fn send_garbage_datagrams(addr: SocketAddr, count: usize, seed: u64) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let mut x = seed | 1;
+    let mut next = move || {
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    for i in 0..count {
+        let size = match i % 4 {
+            0 => 1 + (next() % 64) as usize,
+            1 => 1 + (next() % 1500) as usize,
+            2 => 1200 + (next() % 200) as usize,
+            _ => 1 + (next() % 60_000) as usize,
+        };
+        let mut buf = vec![0u8; size];
+        for chunk in buf.chunks_mut(8) {
+            let r = next().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
+        // Some datagrams start like a QUIC long-header Initial so they reach the handshake code.
+        if i % 5 == 0 && size > 6 {
+            buf[0] = 0xc0 | (buf[0] & 0x0f);
+            buf[1..5].copy_from_slice(&1u32.to_be_bytes());
+        }
+        let _ = sock.send_to(&buf, addr);
+        if i % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl ClusterNode {
+    /// The gossip and peer addresses this incarnation bound, to restart it on the same ports.
+    pub fn ports(&self) -> ClusterPorts {
+        ClusterPorts { gossip: self.gossip, peer: self.peer }
+    }
+}
