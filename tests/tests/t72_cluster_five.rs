@@ -29,7 +29,10 @@ fn five_nodes_in_three_regions_then_a_sixth_joins_as_learner() {
     let eu = Upstream::start("eu-up", dir.path());
     let ap = Upstream::start("ap-up", dir.path());
     let ups = [("us", &us), ("eu", &eu), ("ap", &ap)];
-    let spec = ClusterSpec::new(&dir, &tls, &table(&ups, "seed"), 5);
+    let mut spec = ClusterSpec::new(&dir, &tls, &table(&ups, "seed"), 5);
+    // Short enough for the autopilot phase at the end; long enough that nothing is replaced
+    // while the cluster forms.
+    spec.extra = vec!["--voter-dead-after-ms".into(), "3000".into()];
     let layout = [("n1", "us"), ("n2", "us"), ("n3", "eu"), ("n4", "eu"), ("n5", "ap")];
 
     phase("five nodes (us, us, eu, eu, ap) with --expect 5 form one cluster, all ready");
@@ -130,4 +133,42 @@ fn five_nodes_in_three_regions_then_a_sixth_joins_as_learner() {
     for n in &all_nodes {
         assert!(!n.panicked(), "{}:\n{}", n.id, n.stderr_tail(40));
     }
+
+    phase("autopilot: a voter dead for --voter-dead-after-ms is replaced by the live learner");
+    let (voters, _) = nodes[0].raft_members();
+    let victim_id = voters
+        .iter()
+        .find(|v| v.as_str() != leader && v.as_str() != "n6")
+        .cloned()
+        .expect("a voter that is not the leader");
+    let victim = nodes.iter().position(|n| n.id == victim_id).expect("victim node");
+    let dead = nodes.remove(victim);
+    let t0 = Instant::now();
+    dead.proc.signal(9);
+    let survivors: Vec<&ClusterNode> = nodes.iter().chain(std::iter::once(&n6)).collect();
+    let mut replaced_after = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let (voters, _) = survivors[0].raft_members();
+        if voters.contains(&"n6".to_string()) && !voters.contains(&victim_id) {
+            replaced_after = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let replaced_after = replaced_after.unwrap_or_else(|| {
+        panic!("{victim_id} not replaced by n6 after 15 s: {:?}", survivors[0].raft_members())
+    });
+    eprintln!("dead voter {victim_id} replaced by n6 after {replaced_after:?}");
+    let (voters, _) = survivors[0].raft_members();
+    assert!(voters.len() <= 5, "{voters:?}");
+    assert!(
+        replaced_after >= Duration::from_millis(2500),
+        "replaced before --voter-dead-after-ms: {replaced_after:?}"
+    );
+
+    phase("the group with its new voter commits a write");
+    let r = survivors[1].put_routes(&table(&ups, "fourth").to_string(), Some(3));
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_all_at_version(&survivors, 4, Duration::from_secs(5));
 }
