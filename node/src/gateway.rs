@@ -74,6 +74,9 @@ pub struct ServiceRuntime {
     /// Endpoints in this node's region, the only ones it calls directly.
     pub local: Vec<Arc<EndpointRuntime>>,
     pub budget: Arc<Mutex<RetryBudget>>,
+    /// Cross-region forwards after failed local attempts; separate from the local budget.
+    pub forward_budget: Arc<Mutex<RetryBudget>>,
+    pub failover: crate::core::table::FailoverSpec,
     pub timeout: Duration,
     pub per_try_timeout: Duration,
 }
@@ -97,6 +100,7 @@ pub struct Snapshot {
 struct Registry {
     endpoints: HashMap<(String, String), Arc<EndpointRuntime>>,
     budgets: HashMap<String, Arc<Mutex<RetryBudget>>>,
+    forward_budgets: HashMap<String, Arc<Mutex<RetryBudget>>>,
 }
 
 pub struct Gateway {
@@ -232,6 +236,12 @@ impl Gateway {
                     )))
                 })
                 .clone();
+            let failover = spec.failover.clone().unwrap_or_default();
+            let forward_budget = reg
+                .forward_budgets
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(RetryBudget::new(failover.budget_ratio, 1))))
+                .clone();
             let timeout = Duration::from_millis(spec.timeout_ms);
             index.insert(name.clone(), services.len());
             services.push(Arc::new(ServiceRuntime {
@@ -240,6 +250,8 @@ impl Gateway {
                 policy: HealthPolicy::new(spec.health_check.as_ref(), spec.outlier.as_ref()),
                 local,
                 budget,
+                forward_budget,
+                failover,
                 timeout,
                 per_try_timeout: spec.per_try_timeout_ms.map_or(timeout, Duration::from_millis),
             }));
@@ -248,6 +260,7 @@ impl Gateway {
         // in-flight request on them ends).
         reg.endpoints = live_endpoints;
         reg.budgets.retain(|name, _| index.contains_key(name));
+        reg.forward_budgets.retain(|name, _| index.contains_key(name));
         let routes = table
             .routes
             .iter()

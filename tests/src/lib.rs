@@ -806,3 +806,94 @@ impl ClusterNode {
         ClusterPorts { gossip: self.gossip, peer: self.peer }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the cross-region failover suite (t80).
+// ---------------------------------------------------------------------------------------------
+
+/// Like `request`, but an IO failure (refused, reset, read timeout) comes back as an error
+/// instead of a panic, and the read is bounded by `timeout`.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        head.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    raw(addr, &bytes, timeout)
+}
+
+impl Upstream {
+    /// Start a demo upstream on exactly `addr` (say the port of one that was killed), retrying
+    /// for up to `within` while the port is still taken.
+    pub fn start_on(name: &str, addr: SocketAddr, dir: &Path, within: Duration) -> Upstream {
+        let deadline = Instant::now() + within;
+        let args = ["upstream", "--listen", &addr.to_string(), "--name", name].map(String::from).to_vec();
+        loop {
+            let mut proc = Proc::spawn(name, &args, &[], dir);
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(5) {
+                match proc.lines.recv_timeout(Duration::from_millis(50)) {
+                    Ok(line) if line.contains("listening") => {
+                        return Upstream { addr: addr_in(&line, "http"), proc }
+                    }
+                    Ok(_) => {}
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Ok(Some(_)) = proc.child.try_wait() {
+                            break;
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            let why = proc.stderr();
+            drop(proc);
+            assert!(
+                Instant::now() < deadline,
+                "{name}: could not listen on {addr} within {within:?}:\n{why}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Every `/metrics` series whose line starts with `prefix`, as (series with labels, value).
+pub fn metric_series(text: &str, prefix: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of every `/metrics` series whose line starts with `prefix`.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    metric_series(text, prefix).iter().map(|(_, v)| v).sum()
+}
+
+impl ClusterNode {
+    /// `(live, healthy, total)` of `service` for member `id`, as this node's `/cluster` shows it.
+    pub fn member_service(&self, id: &str, service: &str) -> Option<(bool, u64, u64)> {
+        let m = self.member(id)?;
+        let s = &m["services"][service];
+        Some((m["live"].as_bool()?, s["healthy"].as_u64()?, s["total"].as_u64()?))
+    }
+
+    /// `GET /metrics` as text.
+    pub fn metrics_text(&self) -> String {
+        self.admin_get("/metrics").text()
+    }
+}

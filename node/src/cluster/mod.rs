@@ -121,6 +121,7 @@ impl Cluster {
         tokio::spawn(apply_tables(cluster.clone(), gw.clone()));
         tokio::spawn(publish_facts(cluster.clone(), gw.clone()));
         tokio::spawn(watch_leader(cluster.clone()));
+        tokio::spawn(drop_dead_peers(cluster.clone()));
         if let Some(expect) = cfg.expect {
             tokio::spawn(bootstrap_then_seed(cluster.clone(), expect, cfg.routes.clone()));
         }
@@ -274,6 +275,27 @@ async fn publish_facts(cluster: Arc<Cluster>, gw: Arc<Gateway>) {
             })
             .await;
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// When gossip declares a member dead, close our QUIC connection to it: streams in flight on it
+/// (a forwarded response, say) fail within the detection time instead of the idle timeout.
+async fn drop_dead_peers(cluster: Arc<Cluster>) {
+    let mut watch = cluster.gossip.watch();
+    let mut live: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    loop {
+        let now: std::collections::BTreeSet<String> =
+            watch.borrow_and_update().live().map(|m| m.id.clone()).collect();
+        for gone in live.difference(&now) {
+            if *gone != cluster.id {
+                tracing::info!(peer = %gone, "gossip reports the peer dead; closing its connection");
+                cluster.peer.drop_peer(gone);
+            }
+        }
+        live = now;
+        if watch.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -48,6 +48,43 @@ pub struct ServiceSpec {
     pub protocol: UpstreamProtocol,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverSpec>,
+}
+
+/// Cross-region failover of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverSpec {
+    /// Forward every request while fewer than this percentage of the local endpoints are
+    /// available (0: only when none is). Spares a region that is mostly down from piling all its
+    /// traffic onto the endpoints it has left.
+    #[serde(default)]
+    pub local_healthy_below_percent: u8,
+    /// Forwards after a failed local attempt, as a share of requests (a budget separate from the
+    /// local retry budget). Forwards because no local endpoint is available are not budgeted.
+    #[serde(default = "default_failover_budget")]
+    pub budget_ratio: f64,
+    /// Set to false to keep the service's requests in their region.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_failover_budget() -> f64 {
+    0.2
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        FailoverSpec {
+            local_healthy_below_percent: 0,
+            budget_ratio: default_failover_budget(),
+            enabled: true,
+        }
+    }
 }
 
 fn default_timeout_ms() -> u64 {
@@ -352,6 +389,14 @@ fn validate_service(name: &str, svc: &ServiceSpec, p: &mut Vec<String>) {
         }
         if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
             p.push(format!("{at}.health_check: thresholds must be at least 1"));
+        }
+    }
+    if let Some(f) = &svc.failover {
+        if f.local_healthy_below_percent > 100 {
+            p.push(format!("{at}.failover.local_healthy_below_percent: at most 100"));
+        }
+        if !(0.0..=10.0).contains(&f.budget_ratio) {
+            p.push(format!("{at}.failover.budget_ratio: must be between 0 and 10"));
         }
     }
     if let Some(o) = &svc.outlier {

@@ -172,11 +172,38 @@ async fn proxy(
     let facts = RequestFacts::new(&parts.method, has_idempotency_key, outgoing.is_replayable());
 
     let mut outgoing = outgoing;
-    let result = attempt_local(gw, &svc, &mut outgoing, facts, start, deadline, request_id).await;
+    // Failover applies to client requests (never forwarded ones) of clustered nodes.
+    let cluster = if fwd.is_none() && svc.failover.enabled { gw.cluster() } else { None };
+    if cluster.is_some() {
+        if let Ok(mut b) = svc.forward_budget.lock() {
+            b.on_request(start);
+        }
+    }
+    // A region with too few endpoints left sends everything away rather than overloading them.
+    let threshold = u32::from(svc.failover.local_healthy_below_percent);
+    let skip_local = cluster.is_some() && threshold > 0 && {
+        let now = Instant::now();
+        let up = svc.local.iter().filter(|e| e.is_available(now)).count() as u32;
+        up * 100 < threshold * (svc.local.len() as u32).max(1)
+    };
+    let result = if skip_local {
+        Err((
+            GatewayError::new(
+                ErrorKind::NoHealthyUpstream,
+                format!(
+                    "service {} has too few healthy endpoints in region {}",
+                    svc.name, gw.identity.region
+                ),
+            ),
+            Some(LocalOutcome::NoHealthyEndpoint),
+        ))
+    } else {
+        attempt_local(gw, &svc, &mut outgoing, facts, start, deadline, request_id).await
+    };
 
-    // Failover: a client request (never a forwarded one) whose local attempts could not succeed
-    // goes once to a healthy region, if repeating it is safe and its body is still in hand.
-    let cluster = if fwd.is_none() { gw.cluster() } else { None };
+    // Failover: a request whose local attempts could not succeed goes once to a healthy region,
+    // if repeating it is safe and its body is still in hand. Forwards after a failed attempt
+    // spend the cross-region budget; forwards because nothing local was available do not.
     let outcome = match &result {
         Ok((resp, _, _)) if matches!(resp.status().as_u16(), 502..=504) => {
             Some(LocalOutcome::Failed(Failure::Status(resp.status().as_u16())))
@@ -184,8 +211,12 @@ async fn proxy(
         Ok(_) => None,
         Err((_, outcome)) => *outcome,
     };
+    let budget_ok = |outcome: LocalOutcome| {
+        outcome == LocalOutcome::NoHealthyEndpoint
+            || svc.forward_budget.lock().map(|mut b| b.try_retry(Instant::now())).unwrap_or(false)
+    };
     if let (Some(cluster), Some(outcome)) = (cluster, outcome) {
-        if may_forward(outcome, facts, outgoing.has_body_in_hand()) {
+        if may_forward(outcome, facts, outgoing.has_body_in_hand()) && budget_ok(outcome) {
             if let Some(body) = outgoing.next_body() {
                 let original_pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
                 let req = ForwardRequest {
