@@ -12,3 +12,6 @@ pub mod protocol;
 pub mod serve;
 
 pub use protocol::{ForwardHead, ResponseHead};
+
+#[cfg(test)]
+mod tests;
