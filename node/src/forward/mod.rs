@@ -10,6 +10,7 @@
 pub mod origin;
 pub mod protocol;
 pub mod serve;
+pub mod stream;
 
 pub use protocol::{ForwardHead, ResponseHead};
 

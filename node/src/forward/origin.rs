@@ -3,10 +3,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::BodyExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::protocol::{decode_headers, encode_headers, ForwardHead, ResponseHead};
@@ -16,7 +13,7 @@ use crate::core::failover::{choose_peer, PeerView};
 use crate::error::{ErrorKind, GatewayError};
 use crate::gateway::Gateway;
 use crate::peer::{frame, kind};
-use crate::proxy::body::{BoxError, DownBody, UpBody};
+use crate::proxy::body::{DownBody, UpBody};
 use crate::proxy::inflight::InFlightGuard;
 use crate::proxy::pool::RequestHead;
 
@@ -107,7 +104,7 @@ async fn exchange(
     peer_id: &str,
     peer_addr: &str,
     head: ForwardHead,
-    mut body: UpBody,
+    body: UpBody,
 ) -> Result<Response<DownBody>, GatewayError> {
     let unreachable = |why: String| GatewayError::new(ErrorKind::UpstreamUnreachable, why);
     let addr = resolve(peer_addr).await.map_err(unreachable)?;
@@ -121,24 +118,11 @@ async fn exchange(
     let has_body = head.has_body;
     tokio::spawn(async move {
         if has_body {
-            while let Some(frame) = body.frame().await {
-                match frame {
-                    Ok(f) => {
-                        if let Ok(data) = f.into_data() {
-                            if !data.is_empty() && frame::write_frame(&mut send, &data).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        // The client's body failed: the peer must not see a truncated body as whole.
-                        let _ = send.reset(frame::code::BAD_REQUEST);
-                        return;
-                    }
-                }
-            }
+            // A failed client body resets the stream: the peer must not take a short body for whole.
+            super::stream::send_body(&mut send, body, frame::code::BAD_REQUEST).await;
+        } else {
+            let _ = send.finish();
         }
-        let _ = send.finish();
     });
     let max = cluster.peer.options().max_frame;
     let first = frame::read_frame(&mut recv, max)
@@ -150,25 +134,7 @@ async fn exchange(
     let status =
         StatusCode::from_u16(rh.status).map_err(|_| unreachable(format!("bad status from {peer_id}")))?;
     let headers = decode_headers(&rh.headers).map_err(|e| unreachable(format!("{peer_id}: {e}")))?;
-    let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(8);
-    tokio::spawn(async move {
-        loop {
-            match frame::read_frame(&mut recv, max).await {
-                Ok(Some(data)) => {
-                    if tx.send(Ok(Bytes::from(data))).await.is_err() {
-                        // The client went away.
-                        let _ = recv.stop(frame::code::NO_REPLY);
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(Box::new(e))).await;
-                    return;
-                }
-            }
-        }
-    });
+    let rx = super::stream::receive_body(recv, max);
     let mut resp = Response::new(DownBody::Forwarded { rx, held: Some(InFlightGuard::new(&gw.in_flight)) });
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;

@@ -6,14 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Uri};
-use http_body_util::BodyExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::protocol::{decode_headers, encode_headers, ForwardHead, ResponseHead};
 use crate::gateway::Gateway;
 use crate::peer::{frame, PeerCall};
-use crate::proxy::body::{BoxError, ClientBody};
+use crate::proxy::body::ClientBody;
 use crate::proxy::handler::{self, Forwarded};
 
 /// Longest deadline a forwarded request may claim.
@@ -29,7 +27,7 @@ pub async fn serve(gw: Arc<Gateway>, call: PeerCall) {
             return; // dropping the call resets the stream
         }
     };
-    let Some((mut send, mut recv)) = call.into_streams() else { return };
+    let Some((mut send, recv)) = call.into_streams() else { return };
     let refuse = |status: u16, code: &str, message: String| {
         let body = serde_json::json!({"error": code, "message": message, "request_id": head.request_id});
         (
@@ -53,27 +51,12 @@ pub async fn serve(gw: Arc<Gateway>, call: PeerCall) {
         (_, Ok(p)) => p,
     };
     // The body arrives as frames until the origin finishes its side.
-    let (tx, rx) = mpsc::channel::<Result<Bytes, BoxError>>(8);
-    if head.has_body {
-        tokio::spawn(async move {
-            loop {
-                match frame::read_frame(&mut recv, max).await {
-                    Ok(Some(data)) => {
-                        if tx.send(Ok(Bytes::from(data))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(Box::new(e))).await;
-                        return;
-                    }
-                }
-            }
-        });
+    let rx = if head.has_body {
+        super::stream::receive_body(recv, max)
     } else {
-        drop(tx);
-    }
+        drop(recv);
+        tokio::sync::mpsc::channel(1).1
+    };
     let (method, uri, headers) = req_parts;
     let mut req = Request::new(ClientBody::Peer { rx, ended: !head.has_body });
     *req.method_mut() = method;
@@ -82,28 +65,13 @@ pub async fn serve(gw: Arc<Gateway>, call: PeerCall) {
     let deadline = Instant::now() + Duration::from_millis(head.deadline_ms).min(MAX_DEADLINE);
     let fwd = Forwarded { from: from.clone(), visited: head.visited.clone(), deadline };
     let resp = handler::respond(gw, req, client_ip, Some(fwd)).await;
-    let (parts, mut body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
     let rh = ResponseHead { status: parts.status.as_u16(), headers: encode_headers(&parts.headers) };
     if write_answer(&mut send, &rh, None).await.is_err() {
         return;
     }
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => {
-                if let Ok(data) = f.into_data() {
-                    if !data.is_empty() && frame::write_frame(&mut send, &data).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(_) => {
-                // The upstream failed mid-body: the origin must see a failure, not a short body.
-                let _ = send.reset(frame::code::NO_REPLY);
-                return;
-            }
-        }
-    }
-    let _ = send.finish();
+    // An upstream failing mid-body resets the stream: the origin must see a failure, not a short body.
+    super::stream::send_body(&mut send, body, frame::code::NO_REPLY).await;
 }
 
 type Parts = (Method, Uri, http::HeaderMap);
