@@ -654,3 +654,84 @@ fn a_peer_killed_mid_stream_ends_the_response_promptly() {
         assert!(!n.panicked(), "{} panicked:\n{}", n.id, n.stderr_tail(40));
     }
 }
+
+#[test]
+fn failover_settings_budget_switch_and_threshold() {
+    let _serial = serial();
+    // No local retries and a cross-region budget of ratio 0: only the floor (1 per second over a
+    // 10 s window) remains, so exactly 10 forwards after failed local attempts are allowed. No
+    // passive ejection either: an ejected endpoint would make every request "no healthy local
+    // endpoint", which is forwarded without budget.
+    let w = World::start(
+        "t80-settings",
+        json!({
+            "retries": 0,
+            "failover": { "budget_ratio": 0.0 },
+            "outlier": { "consecutive_failures": 1000 }
+        }),
+    );
+
+    phase("us answers 503 while passing health checks: forwards after a failed attempt are budgeted");
+    w.ups[US].control("fail?status=503");
+    let mut forwarded = 0;
+    let mut local = 0;
+    for i in 0..25 {
+        let r = request(w.nodes[US].http, "GET", &format!("/budget/{i}"), &[], b"");
+        match region_of(&r) {
+            "us" => {
+                assert_eq!(r.status, 503, "{}", r.text());
+                local += 1;
+            }
+            _ => {
+                assert_eq!(r.status, 200, "{}", r.text());
+                forwarded += 1;
+            }
+        }
+    }
+    eprintln!("25 GETs: {forwarded} forwarded, {local} answered by us with its 503");
+    assert_eq!(forwarded, 10, "the cross-region budget's floor is 10 forwards per 10 s");
+    assert_eq!(local, 15);
+    w.ups[US].control("fail?status=0");
+
+    phase("failover switched off: a region with no healthy endpoint answers 503 itself");
+    let table_off = table(&w.ups, json!({ "retries": 0, "failover": { "enabled": false } }));
+    let r = w.nodes[EU].put_routes(&table_off.to_string(), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json()["version"].as_u64().expect("version");
+    let refs: Vec<&ClusterNode> = w.nodes.iter().collect();
+    wait_all_at_version(&refs, v, Duration::from_secs(5));
+    w.ups[US].control("healthz?ok=false");
+    w.wait_views(&[US], [Some(0), Some(1), Some(1)], Duration::from_secs(5));
+    let r = request(w.nodes[US].http, "GET", "/off", &[], b"");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(region_of(&r), "us");
+    assert_eq!(r.json()["error"], "no_healthy_upstream");
+    w.ups[US].control("healthz?ok=true");
+
+    phase("threshold: us with 1 of 2 endpoints up (50 %) under local_healthy_below_percent 60 forwards everything");
+    let second = Upstream::start("us-up-2", w.dir.path());
+    let mut t = table(&w.ups, json!({ "retries": 0, "failover": { "local_healthy_below_percent": 60 } }));
+    t["services"]["echo"]["endpoints"]["us"] = json!([w.ups[US].url(), second.url()]);
+    let r = w.nodes[EU].put_routes(&t.to_string(), None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json()["version"].as_u64().expect("version");
+    wait_all_at_version(&refs, v, Duration::from_secs(5));
+    second.control("healthz?ok=false");
+    let us_health = || w.nodes[US].member_service(&node_id(US), "echo").map(|(_, h, t)| (h, t));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while us_health() != Some((1, 2)) {
+        assert!(Instant::now() < deadline, "us should see 1 of 2 healthy, sees {:?}", us_health());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for i in 0..5 {
+        let r = request(w.nodes[US].http, "GET", &format!("/threshold/{i}"), &[], b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_ne!(region_of(&r), "us", "served locally below the threshold: {:?}", r.headers);
+    }
+    second.control("healthz?ok=true");
+    eventually(Duration::from_secs(5), || us_health() == Some((2, 2)), "us sees 2 of 2 healthy");
+    let r = request(w.nodes[US].http, "GET", "/threshold/back", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(region_of(&r), "us", "back above the threshold, served locally");
+    w.assert_no_panics();
+}
