@@ -102,7 +102,8 @@ pub struct Metrics {
     routes: Mutex<BTreeMap<(String, String), Arc<RouteMetrics>>>,
     /// Forwarded requests by (from region, to region): status of the peer's answer and latency.
     forwards: Mutex<BTreeMap<(String, String), Arc<RouteMetrics>>>,
-    pub forward_failures: AtomicU64,
+    /// Forwards that failed before the peer answered, by (from region, to region).
+    forward_failures: Mutex<BTreeMap<(String, String), u64>>,
     errors: [AtomicU64; 10],
     pub retries: AtomicU64,
     pub retries_denied_by_budget: AtomicU64,
@@ -116,7 +117,7 @@ impl Default for Metrics {
         Metrics {
             routes: Mutex::new(BTreeMap::new()),
             forwards: Mutex::new(BTreeMap::new()),
-            forward_failures: AtomicU64::new(0),
+            forward_failures: Mutex::new(BTreeMap::new()),
             errors: Default::default(),
             retries: AtomicU64::new(0),
             retries_denied_by_budget: AtomicU64::new(0),
@@ -153,6 +154,11 @@ impl Metrics {
         map.entry((from.to_string(), to.to_string()))
             .or_insert_with(|| Arc::new(RouteMetrics::new(from, to)))
             .clone()
+    }
+
+    pub fn count_forward_failure(&self, from: &str, to: &str) {
+        let mut map = self.forward_failures.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((from.to_string(), to.to_string())).or_insert(0) += 1;
     }
 
     pub fn count_error(&self, kind: ErrorKind) {
@@ -193,12 +199,23 @@ impl Metrics {
             let labels = format!("from_region=\"{}\",to_region=\"{}\"", esc(&f.route), esc(&f.region));
             f.render_as(out, "meridian_forwards_total", "meridian_forward_duration_seconds", &labels);
         }
-        counter(
-            out,
-            "meridian_forward_failures_total",
-            "Forwards that failed before the peer answered (unreachable, reset, deadline).",
-            &self.forward_failures,
+        out.push_str(
+            "# HELP meridian_forward_failures_total Forwards that failed before the peer answered \
+             (unreachable, reset, deadline).\n# TYPE meridian_forward_failures_total counter\n",
         );
+        let failures: Vec<((String, String), u64)> = self
+            .forward_failures
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        for ((from, to), n) in failures {
+            let _ = writeln!(
+                out,
+                "meridian_forward_failures_total{{from_region=\"{}\",to_region=\"{}\"}} {n}",
+                esc(&from),
+                esc(&to)
+            );
+        }
         out.push_str("# HELP meridian_errors_total Requests Meridian answered with an error, by cause.\n");
         out.push_str("# TYPE meridian_errors_total counter\n");
         for (i, kind) in ERROR_KINDS.iter().enumerate() {

@@ -1,7 +1,6 @@
 //! The origin side: pick a peer, send the request, stream the answer back.
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 
 use http::{HeaderValue, Response, StatusCode};
 use tokio::time::Instant;
@@ -91,7 +90,7 @@ pub async fn forward(
             );
         }
         Err(e) => {
-            gw.metrics.forward_failures.fetch_add(1, Ordering::Relaxed);
+            gw.metrics.count_forward_failure(&cluster.region, &to_region);
             tracing::warn!(request_id = %request_id, to = %peer.id, to_region = %to_region, error = %e, "forward failed");
         }
     }
