@@ -234,12 +234,18 @@ async fn proxy(
                     Some(Ok(resp)) => return Ok(resp),
                     // The local error explains the most when no region could take the request;
                     // a forward that failed explains itself.
-                    Some(Err(e)) if result.is_err() => return Err(e),
+                    Some(Err(e)) if result.is_err() && !skip_local => return Err(e),
                     _ => {}
                 }
             }
         }
     }
+    // Below the threshold but no other region could take it: the endpoints left here will do.
+    let result = if skip_local && outgoing.has_body_in_hand() {
+        attempt_local(gw, &svc, &mut outgoing, facts, start, deadline, request_id).await
+    } else {
+        result
+    };
 
     let elapsed = start.elapsed();
     match result {
