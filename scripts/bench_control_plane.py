@@ -781,11 +781,13 @@ def parse_args() -> argparse.Namespace:
     return a
 
 
-def main() -> int:
-    args = parse_args()
-    if not (os.path.isfile(args.bin) and os.access(args.bin, os.X_OK)):
-        log(f"ERROR: {args.bin} is not an executable file")
-        return 1
+def run_bench(args, make_bench, report, reportable) -> int:
+    """Run one benchmark under a time limit with cleanup on any exit; shared by the bench scripts.
+
+    `make_bench(args)` builds the benchmark (it has `.run()`, `.res`, `.failed`, `.tmp`, `.bin`,
+    `.procs`); `report(res, args, busy, total)` prints it and returns the misses; `reportable(bench)`
+    says whether a failed run still measured enough to print.
+    """
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -802,7 +804,7 @@ def main() -> int:
     if busy is not None and busy > 30:
         warn(f"the machine is already {busy}% busy before the run (other work); expect noisy figures")
 
-    bench = Bench(args)
+    bench = make_bench(args)
     log(f"binary {bench.bin}; scratch dir {bench.tmp}")
     started = mono()
     rc = 0
@@ -823,9 +825,8 @@ def main() -> int:
         signal.alarm(0)
         bench.procs.stop_all()
     total = mono() - started
-    res = bench.res
-    if rc != 130 and (rc == 0 or res["formation"]):
-        misses = print_report(res, args, busy, total)
+    if rc != 130 and (rc == 0 or reportable(bench)):
+        misses = report(bench.res, args, busy, total)
         if rc == 0 and misses and args.fail_on_miss:
             rc = 3
     if bench.failed or args.keep:
@@ -834,6 +835,14 @@ def main() -> int:
         shutil.rmtree(bench.tmp, ignore_errors=True)
     log(f"done in {total:.1f} s")
     return rc
+
+
+def main() -> int:
+    args = parse_args()
+    if not (os.path.isfile(args.bin) and os.access(args.bin, os.X_OK)):
+        log(f"ERROR: {args.bin} is not an executable file")
+        return 1
+    return run_bench(args, Bench, print_report, lambda b: bool(b.res["formation"]))
 
 
 if __name__ == "__main__":

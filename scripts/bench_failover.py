@@ -53,16 +53,15 @@ from bench_control_plane import (  # noqa: E402
     Admin,
     BenchError,
     Node,
-    OutOfTime,
     Procs,
     cluster_leader,
-    cpu_busy,
     fmt_s,
     free_udp_port,
     log,
     node_env,
     pct,
     read_lines,
+    run_bench,
     tail,
     utc_now,
     verdict,
@@ -835,53 +834,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         log("ERROR: wrk not found (scripts/bench-failover.sh installs it)")
         return 1
-
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    def on_alarm(_signum, _frame):
-        raise OutOfTime()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(args.max_seconds)
-
-    busy = cpu_busy()
-    if busy is not None and busy > 30:
-        warn(f"the machine is already {busy}% busy before the run (other work); expect noisy figures")
-
-    bench = Bench(args)
-    log(f"binary {bench.bin}; scratch dir {bench.tmp}")
-    started = mono()
-    rc = 0
-    try:
-        bench.run()
-    except BenchError as e:
-        log(f"ERROR: {e}")
-        bench.failed = True
-        rc = 1
-    except OutOfTime:
-        log(f"ERROR: run exceeded --max-seconds {args.max_seconds}")
-        bench.failed = True
-        rc = 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        rc = 130
-    finally:
-        signal.alarm(0)
-        bench.procs.stop_all()
-    total = mono() - started
-    if rc != 130 and (rc == 0 or bench.res):
-        misses = print_report(bench.res, args, busy, total)
-        if rc == 0 and misses and args.fail_on_miss:
-            rc = 3
-    if bench.failed or args.keep:
-        log(f"logs kept in {bench.tmp}")
-    else:
-        shutil.rmtree(bench.tmp, ignore_errors=True)
-    log(f"done in {total:.1f} s")
-    return rc
+    return run_bench(args, Bench, print_report, lambda b: bool(b.res))
 
 
 if __name__ == "__main__":
