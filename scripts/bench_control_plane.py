@@ -707,28 +707,26 @@ def build_rows(res: dict, args: argparse.Namespace) -> tuple[list[tuple[str, str
     return rows, notes
 
 
-def print_report(res: dict, args: argparse.Namespace, busy: int | None, total_s: float) -> int:
-    rows, notes = build_rows(res, args)
+def print_table(rows: list, notes: list[str], markdown: bool, setup: str) -> int:
+    """Print measure/value/target/result rows (plain, then markdown with a "Measured" line naming
+    the machine and `setup`) and return how many missed their target. Shared by the benchmarks."""
     w0 = max(len(r[0]) for r in rows)
+    w1 = max(10, max(len(r[1]) for r in rows))
     print()
-    print(f"{'measure':<{w0}}  {'value':>10}  {'target':>9}  result")
+    print(f"{'measure':<{w0}}  {'value':>{w1}}  {'target':>9}  result")
     for r in rows:
-        print(f"{r[0]:<{w0}}  {r[1]:>10}  {r[2]:>9}  {r[3]}")
+        print(f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>9}  {r[3]}")
     print()
     for n in notes:
         print(f"- {n}")
-    if args.markdown:
+    if markdown:
         cpu = "unknown CPU"
         for line in read_lines("/proc/cpuinfo"):
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        kind = "debug" if "/debug/" in os.path.realpath(args.bin) else "release"
         print()
-        print(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {cpu} ({os.cpu_count()} cores"
-              f"{'' if busy is None else f', {busy}% busy before the run'}); {kind} build; 3 nodes "
-              f"(us, us, eu) on loopback, default gossip and Raft timings; {args.writes} writes; "
-              f"run took {total_s:.0f} s.")
+        print(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {cpu} ({os.cpu_count()} cores{setup}.")
         print()
         print("| measure | value | target | result |")
         print("|---|---:|---:|---|")
@@ -738,6 +736,21 @@ def print_report(res: dict, args: argparse.Namespace, busy: int | None, total_s:
         for n in notes:
             print(f"- {n}")
     return sum(1 for r in rows if r[3] == "MISS")
+
+
+def build_kind(args: argparse.Namespace) -> str:
+    return "debug" if "/debug/" in os.path.realpath(args.bin) else "release"
+
+
+def busy_note(busy: int | None) -> str:
+    return "" if busy is None else f", {busy}% busy before the run"
+
+
+def print_report(res: dict, args: argparse.Namespace, busy: int | None, total_s: float) -> int:
+    rows, notes = build_rows(res, args)
+    setup = (f"{busy_note(busy)}); {build_kind(args)} build; 3 nodes (us, us, eu) on loopback, default "
+             f"gossip and Raft timings; {args.writes} writes; run took {total_s:.0f} s")
+    return print_table(rows, notes, args.markdown, setup)
 
 
 def cpu_busy(seconds: float = 0.5) -> int | None:

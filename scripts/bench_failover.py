@@ -60,6 +60,9 @@ from bench_control_plane import (  # noqa: E402
     log,
     node_env,
     pct,
+    build_kind,
+    busy_note,
+    print_table,
     read_lines,
     run_bench,
     tail,
@@ -757,37 +760,11 @@ def build_rows(res: dict, args: argparse.Namespace) -> tuple[list[tuple[str, str
 
 def print_report(res: dict, args: argparse.Namespace, busy: int | None, total_s: float) -> int:
     rows, notes = build_rows(res, args)
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    print()
-    print(f"{'measure':<{w0}}  {'value':>{w1}}  {'target':>8}  result")
-    for r in rows:
-        print(f"{r[0]:<{w0}}  {r[1]:>{w1}}  {r[2]:>8}  {r[3]}")
-    print()
-    for n in notes:
-        print(f"- {n}")
-    if args.markdown:
-        cpu = "unknown CPU"
-        for line in read_lines("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        kind = "debug" if "/debug/" in os.path.realpath(args.bin) else "release"
-        print()
-        print(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {cpu} ({os.cpu_count()} cores"
-              f"{'' if busy is None else f', {busy}% busy before the run'}); {kind} build; 3 regions "
-              f"(us, eu, ap), one node and one upstream each, on loopback; health checks every "
-              f"{args.hc_interval_ms} ms; wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s; "
-              f"{args.samples} sequential GETs per latency figure; run took {total_s:.0f} s.")
-        print()
-        print("| measure | value | target | result |")
-        print("|---|---:|---:|---|")
-        for r in rows:
-            print(f"| {r[0].replace('|', '/')} | {r[1]} | {r[2] or '—'} | {r[3] or '—'} |")
-        print()
-        for n in notes:
-            print(f"- {n}")
-    return sum(1 for r in rows if r[3] == "MISS")
+    setup = (f"{busy_note(busy)}); {build_kind(args)} build; 3 regions (us, eu, ap), one node and one "
+             f"upstream each, on loopback; health checks every {args.hc_interval_ms} ms; "
+             f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s; {args.samples} sequential "
+             f"GETs per latency figure; run took {total_s:.0f} s")
+    return print_table(rows, notes, args.markdown, setup)
 
 
 # --------------------------------------------------------------------------------------------

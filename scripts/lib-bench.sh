@@ -205,3 +205,33 @@ cpu_busy() {
         $1 == cpu { db = $2 - b; di = $3 - i; printf "%.0f", (db + di) ? 100 * db / (db + di) : 0 }
     ' "$1" "$2"
 }
+
+# Make sure $MERIDIAN_BIN is there: build the default release binary when asked (--build) or when
+# it is missing, never two release builds at once; warn when it is older than the sources or a
+# debug build. Usage: ensure_meridian_bin BUILD (1 to rebuild).
+ensure_meridian_bin() {
+    local build=$1
+    if ((build)) || [[ ! -x $MERIDIAN_BIN ]]; then
+        [[ $MERIDIAN_BIN == target/release/meridian ]] ||
+            die "$MERIDIAN_BIN is not an executable (only the default target/release/meridian is built here)"
+        command -v cargo >/dev/null 2>&1 || die "$MERIDIAN_BIN missing and cargo not installed"
+        # Two release builds at once on a small machine only slow each other down (and fight over
+        # the target dir lock); let the running one finish instead.
+        if pgrep -f "cargo build --release" >/dev/null 2>&1; then
+            die "a release build is already running; rerun when it is done, or set MERIDIAN_BIN"
+        fi
+        log "building meridian (cargo build --release -p meridian)"
+        cargo build --release -p meridian >&2 || die "cargo build failed"
+        [[ -x $MERIDIAN_BIN ]] || die "$MERIDIAN_BIN not found after the build"
+    fi
+    # A binary older than the sources measures yesterday's code.
+    local newer
+    newer=$(find Cargo.toml Cargo.lock node raft-store gossip -newer "$MERIDIAN_BIN" \
+        \( -name '*.rs' -o -name Cargo.toml -o -name Cargo.lock \) -print -quit 2>/dev/null || true)
+    if [[ -n $newer ]]; then
+        warn "$MERIDIAN_BIN is older than the sources (e.g. $newer); pass --build to rebuild first"
+    fi
+    if [[ $MERIDIAN_BIN == *debug* ]]; then
+        warn "$MERIDIAN_BIN is a debug build: fine for checking the script, not for published figures"
+    fi
+}
