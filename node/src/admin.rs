@@ -234,27 +234,13 @@ impl Admin {
     }
 
     fn quotas(&self) -> AdminResponse {
-        let mut out = serde_json::Map::new();
-        if let Some(snap) = self.gw.snapshot() {
-            for (name, q) in &snap.table.quotas {
-                out.insert(
-                    name.clone(),
-                    json!({
-                        "key": q.key, "limit": q.limit, "window_ms": q.window_ms,
-                        "on_partition": q.on_partition,
-                        // Quota enforcement arrives with Raft-granted leases; until then a quota
-                        // is validated and shown but admits everything.
-                        "enforced": false, "leases": {}, "admitted": 0, "rejected": 0
-                    }),
-                );
-            }
-        }
-        json_response(StatusCode::OK, &json!({"quotas": out}))
+        json_response(StatusCode::OK, &crate::quota::view::quotas_json(&self.gw))
     }
 
     fn metrics(&self) -> AdminResponse {
         let mut out = String::with_capacity(8192);
         self.gw.metrics.render(&mut out);
+        crate::quota::view::render_metrics(&self.gw, &mut out);
         let gw = &self.gw;
         let version = gw.snapshot().map_or(0, |s| s.version);
         let _ = writeln!(out, "# HELP meridian_in_flight Requests being served by this node.\n# TYPE meridian_in_flight gauge\nmeridian_in_flight {}", gw.in_flight.load(Ordering::Relaxed));
@@ -351,6 +337,10 @@ fn cluster_write_result(r: Result<CommandResult, WriteFailure>) -> AdminResponse
         Ok(CommandResult::UnknownVersion(v)) => json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": format!("version {v} is not in the kept history")}),
+        ),
+        Ok(CommandResult::QuotaRound) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": "a routing write was answered as a quota round"}),
         ),
         Err(e @ (WriteFailure::NoLeader | WriteFailure::NoQuorum(_))) => {
             json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e.to_string()}))

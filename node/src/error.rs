@@ -30,6 +30,7 @@ pub enum ErrorKind {
     BadRequest,
     ClientBodyFailed,
     ClientTimeout,
+    RateLimited,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +53,7 @@ impl GatewayError {
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::BadRequest | ErrorKind::ClientBodyFailed => StatusCode::BAD_REQUEST,
             ErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -60,7 +62,8 @@ impl GatewayError {
             ErrorKind::BodyTooLarge
             | ErrorKind::BadRequest
             | ErrorKind::ClientBodyFailed
-            | ErrorKind::ClientTimeout => Side::Downstream,
+            | ErrorKind::ClientTimeout
+            | ErrorKind::RateLimited => Side::Downstream,
             ErrorKind::UpstreamTimeout | ErrorKind::UpstreamUnreachable | ErrorKind::UpstreamProtocol => {
                 Side::Upstream
             }
@@ -89,6 +92,7 @@ impl GatewayError {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::ClientBodyFailed => "client_body_failed",
             ErrorKind::ClientTimeout => "client_timeout",
+            ErrorKind::RateLimited => "rate_limited",
         }
     }
 }
@@ -114,6 +118,7 @@ mod tests {
         assert_eq!(s(ErrorKind::UpstreamUnreachable), 502);
         assert_eq!(s(ErrorKind::Overloaded), 503);
         assert_eq!(s(ErrorKind::BodyTooLarge), 413);
+        assert_eq!(s(ErrorKind::RateLimited), 429);
         assert!(GatewayError::new(ErrorKind::Overloaded, "").retry_after().is_some());
     }
 }

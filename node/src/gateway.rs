@@ -21,6 +21,8 @@ use crate::core::retry::RetryBudget;
 use crate::core::table::{parse_endpoint, RoutingTable, ServiceSpec};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::pool::ConnPool;
+use crate::quota::key::KeySource;
+use crate::quota::{policy_header, QuotaPlane, RouteQuota};
 use crate::route_store::{RouteStore, WriteError};
 
 /// Who this node is, with the header values it stamps on responses ready-made.
@@ -85,6 +87,7 @@ pub struct RouteRuntime {
     pub name: String,
     pub service: usize,
     pub metrics: Arc<RouteMetrics>,
+    pub quota: Option<Arc<RouteQuota>>,
 }
 
 /// One applied routing-table version, compiled for the request path.
@@ -109,6 +112,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Requests being served by this node, for load shedding.
     pub in_flight: Arc<AtomicU32>,
+    /// Rate-limit counters and the lease ledger they read.
+    pub quotas: QuotaPlane,
     snapshot: ArcSwapOption<Snapshot>,
     changes: watch::Sender<Option<Arc<Snapshot>>>,
     registry: Mutex<Registry>,
@@ -125,6 +130,7 @@ impl Gateway {
             limits,
             metrics: Metrics::default(),
             in_flight: Arc::new(AtomicU32::new(0)),
+            quotas: QuotaPlane::default(),
             snapshot: ArcSwapOption::empty(),
             changes,
             registry: Mutex::new(Registry::default()),
@@ -261,6 +267,21 @@ impl Gateway {
         reg.endpoints = live_endpoints;
         reg.budgets.retain(|name, _| index.contains_key(name));
         reg.forward_budgets.retain(|name, _| index.contains_key(name));
+        let quotas: HashMap<&str, Arc<RouteQuota>> = table
+            .quotas
+            .iter()
+            .filter_map(|(name, spec)| {
+                let quota = RouteQuota {
+                    name: Arc::from(name.as_str()),
+                    spec: spec.clone(),
+                    key: KeySource::parse(&spec.key)?,
+                    limiter: self.quotas.limiter(name, spec.window_ms),
+                    policy: policy_header(name, spec),
+                };
+                Some((name.as_str(), Arc::new(quota)))
+            })
+            .collect();
+        self.quotas.retain_limiters(&quotas.keys().copied().collect::<Vec<_>>());
         let routes = table
             .routes
             .iter()
@@ -268,6 +289,7 @@ impl Gateway {
                 name: r.name.clone(),
                 service: index.get(&r.service).copied().unwrap_or(0),
                 metrics: self.metrics.route(&r.name, &self.identity.region),
+                quota: r.quota.as_deref().and_then(|q| quotas.get(q).cloned()),
             })
             .collect();
         Snapshot { version, matcher: RouteMatcher::new(&table), table, routes, services }

@@ -3,12 +3,13 @@
 //! # Layout
 //!
 //! - [`core`]: IO-free decisions (routing table and matching, endpoint choice, health and
-//!   ejection, retry policy and budget). Every function takes `now` and plain data.
+//!   ejection, retry policy and budget, the local rate-limit counter). Every function takes `now` and plain data.
 //! - [`gateway`]: the node's shared state; routing snapshots swapped atomically.
 //! - [`proxy`]: the request path (handler, upstream pool, body types, header rules).
 //! - [`server`]: the accept loop with limits and graceful drain, shared by the data plane and admin.
 //! - [`admin`]: the admin API; [`metrics`]: counters and latency histograms.
 //! - [`health_check`]: active probes of local endpoints.
+//! - [`quota`]: global rate limits: per-request checks, the ledger's leases, demand reports.
 //! - [`route_store`]: the versioned routing table of a standalone node.
 //! - [`peer`]: node-to-node QUIC with mutual TLS; [`certs`]: the cluster CA and node certificates.
 //! - [`config`], [`node`], [`ctl`], [`dev`], [`demo_upstream`]: the command line.
@@ -30,5 +31,6 @@ pub mod metrics;
 pub mod node;
 pub mod peer;
 pub mod proxy;
+pub mod quota;
 pub mod route_store;
 pub mod server;

@@ -104,7 +104,7 @@ pub struct Metrics {
     forwards: Mutex<BTreeMap<(String, String), Arc<RouteMetrics>>>,
     /// Forwards that failed before the peer answered, by (from region, to region).
     forward_failures: Mutex<BTreeMap<(String, String), u64>>,
-    errors: [AtomicU64; 10],
+    errors: [AtomicU64; ERROR_KINDS.len()],
     pub retries: AtomicU64,
     pub retries_denied_by_budget: AtomicU64,
     pub ejections: AtomicU64,
@@ -128,7 +128,7 @@ impl Default for Metrics {
     }
 }
 
-const ERROR_KINDS: [ErrorKind; 10] = [
+const ERROR_KINDS: [ErrorKind; 11] = [
     ErrorKind::NoRoute,
     ErrorKind::NoHealthyUpstream,
     ErrorKind::UpstreamTimeout,
@@ -139,6 +139,7 @@ const ERROR_KINDS: [ErrorKind; 10] = [
     ErrorKind::BadRequest,
     ErrorKind::ClientBodyFailed,
     ErrorKind::ClientTimeout,
+    ErrorKind::RateLimited,
 ];
 
 impl Metrics {

@@ -74,6 +74,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let reload = if cluster.is_none() { cfg.routes.clone() } else { None };
     tokio::spawn(signals.run(stop_tx, gw.clone(), reload));
     tokio::spawn(crate::health_check::run(gw.clone(), stop_rx.clone()));
+    tokio::spawn(crate::quota::rounds::run(gw.clone()));
 
     let conn_limits = ConnLimits {
         header_read_timeout: cfg.header_read_timeout,

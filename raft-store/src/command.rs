@@ -2,10 +2,13 @@
 //!
 //! Commands carry everything `apply` needs — including the proposer's wall-clock time — so that
 //! applying the same log on any node, at any time, gives the same state. New kinds of state
-//! (quota leases) add variants here and a branch in `MachineState::apply`.
+//! add variants here and a branch in `MachineState::apply`.
 
 use serde::Deserialize;
 use serde::Serialize;
+
+use crate::quota::DemandReport;
+use crate::quota::QuotaTerms;
 
 /// A write to the replicated state, proposed through [`crate::RaftStore::propose`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +36,15 @@ pub enum Command {
         /// Proposer's wall clock (ms since the Unix epoch).
         at_ms: u64,
     },
+    /// One round of quota allocation, proposed by the leader once per interval: the quotas'
+    /// current terms and the demand every node reported since the last round. Applying it seals
+    /// the coming windows (see `crate::quota`).
+    QuotaRound {
+        /// Leader's wall clock (ms since the Unix epoch): which windows this round may seal.
+        at_ms: u64,
+        terms: Vec<QuotaTerms>,
+        reports: Vec<DemandReport>,
+    },
 }
 
 /// What applying a [`Command`] decided. Refusals are results, not errors: they are replicated
@@ -45,4 +57,6 @@ pub enum CommandResult {
     Conflict { current: u64 },
     /// A rollback named a version that is not (or no longer) in the history; nothing changed.
     UnknownVersion(u64),
+    /// A quota round was applied.
+    QuotaRound,
 }

@@ -1,4 +1,5 @@
-//! Meridian's Raft group: the replicated, versioned routing table (and later quota leases),
+//! Meridian's Raft group: the replicated, versioned routing table and the global
+//! rate-limit quota leases,
 //! openraft underneath, durable on a redb file, over a pluggable transport.
 //!
 //! # Layout
@@ -6,8 +7,8 @@
 //! - [`RaftStore`] (`store.rs`) — the API the node uses: open, initialize, propose, watch the
 //!   applied table, change membership, serve peer RPCs, shut down.
 //! - `command.rs` — [`Command`] / [`CommandResult`], what goes through the log.
-//! - `routing_history.rs`, `machine.rs` — the pure state: routing versions and history, and how
-//!   each command changes them. No IO, deterministic.
+//! - `routing_history.rs`, `quota/`, `machine.rs` — the pure state: routing versions and history,
+//!   the quota lease ledger, and how each command changes them. No IO, deterministic.
 //! - `state_machine.rs`, `log_store.rs`, `db.rs` — openraft's storage traits on one redb file.
 //! - `transport.rs`, `rpc.rs`, `network.rs` — the [`RaftTransport`] seam, the wire messages, and
 //!   openraft's network on top; `mem_transport.rs` — the in-process [`MemTransport`].
@@ -28,6 +29,7 @@ mod machine;
 mod mem_transport;
 mod network;
 mod node;
+pub mod quota;
 mod routing_history;
 mod rpc;
 mod state_machine;

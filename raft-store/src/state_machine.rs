@@ -26,12 +26,17 @@ use crate::db::put_optional;
 use crate::db::put_value;
 use crate::db::DbError;
 use crate::db::RaftDb;
+use crate::db::QUOTA_META_KEY;
 use crate::db::SM_META;
+use crate::db::SM_QUOTA;
 use crate::db::SM_ROUTING;
 use crate::db::SNAPSHOT;
 use crate::machine::MachineImage;
 use crate::machine::MachineState;
 use crate::machine::MachineWrite;
+use crate::quota::ledger::QuotaMeta;
+use crate::quota::ledger::Shard;
+use crate::quota::QuotaState;
 use crate::routing_history::AppliedTable;
 use crate::routing_history::HistoryRecord;
 use crate::routing_history::RoutingHistory;
@@ -51,6 +56,7 @@ pub struct StateMachineStore {
     membership: StoredMembership,
     applied_tx: watch::Sender<Option<AppliedTable>>,
     history_tx: watch::Sender<Vec<AppliedTable>>,
+    quota_tx: watch::Sender<Arc<QuotaState>>,
     /// Distinguishes snapshots built in this process; the log id alone names their content.
     snapshot_seq: Arc<AtomicU64>,
 }
@@ -58,7 +64,7 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Loads the persisted state machine.
     pub(crate) fn load(db: RaftDb) -> Result<Self, DbError> {
-        let (last_applied, membership, records) = db.read(|txn| {
+        let (last_applied, membership, records, quota) = db.read(|txn| {
             let meta = txn.open_table(SM_META)?;
             let last_applied: Option<LogId> = get_value(&meta, "last_applied")?;
             let membership: Option<StoredMembership> = get_value(&meta, "membership")?;
@@ -67,11 +73,26 @@ impl StateMachineStore {
                 let (_, bytes) = item?;
                 records.push(codec::decode::<HistoryRecord>(bytes.value())?);
             }
-            Ok((last_applied, membership.unwrap_or_default(), records))
+            let mut quota_meta = QuotaMeta::default();
+            let mut shards = vec![Shard::new(); crate::quota::SHARDS];
+            for item in txn.open_table(SM_QUOTA)?.iter()? {
+                let (key, bytes) = item?;
+                match key.value() {
+                    QUOTA_META_KEY => quota_meta = codec::decode(bytes.value())?,
+                    i => {
+                        if let Some(slot) = usize::try_from(i).ok().and_then(|i| shards.get_mut(i)) {
+                            *slot = codec::decode(bytes.value())?;
+                        }
+                    }
+                }
+            }
+            let quota = QuotaState::from_parts(quota_meta, shards);
+            Ok((last_applied, membership.unwrap_or_default(), records, quota))
         })?;
-        let state = MachineState { routing: RoutingHistory::from_records(records) };
+        let state = MachineState { routing: RoutingHistory::from_records(records), quota };
         let (applied_tx, _) = watch::channel(state.routing.current().cloned());
         let (history_tx, _) = watch::channel(state.routing.newest_first());
+        let (quota_tx, _) = watch::channel(Arc::new(state.quota.clone()));
         Ok(Self {
             db,
             state,
@@ -79,6 +100,7 @@ impl StateMachineStore {
             membership,
             applied_tx,
             history_tx,
+            quota_tx,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -93,9 +115,18 @@ impl StateMachineStore {
         self.history_tx.subscribe()
     }
 
-    /// Makes `state` current and tells watchers if the routing version moved.
+    /// The quota ledger, updated after each apply that changes it.
+    pub fn watch_quota(&self) -> watch::Receiver<Arc<QuotaState>> {
+        self.quota_tx.subscribe()
+    }
+
+    /// Makes `state` current and tells watchers what moved.
     fn publish(&mut self, state: MachineState) {
+        let quota_moved = state.quota != self.state.quota;
         self.state = state;
+        if quota_moved {
+            self.quota_tx.send_replace(Arc::new(self.state.quota.clone()));
+        }
         let current = self.state.routing.current().cloned();
         let version = current.as_ref().map(|t| t.version);
         if self.applied_tx.borrow().as_ref().map(|t| t.version) == version {
@@ -147,16 +178,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(results);
         }
 
-        let encoded = writes
-            .into_iter()
-            .map(|w| match w {
-                MachineWrite::PutRouting(t) => {
-                    Ok((t.version, Some(codec::encode(&HistoryRecord::from(&t))?)))
+        let mut encoded = Vec::new();
+        let mut quota_rows = std::collections::BTreeMap::new();
+        for w in writes {
+            match w {
+                MachineWrite::PutRouting(t) => encoded.push((
+                    t.version,
+                    Some(codec::encode(&HistoryRecord::from(&t)).map_err(|e| write_sm_err(e.into()))?),
+                )),
+                MachineWrite::DropRouting(version) => encoded.push((version, None)),
+                MachineWrite::QuotaMeta => {
+                    quota_rows.insert(
+                        QUOTA_META_KEY,
+                        codec::encode(&next.quota.meta).map_err(|e| write_sm_err(e.into()))?,
+                    );
                 }
-                MachineWrite::DropRouting(version) => Ok((version, None)),
-            })
-            .collect::<Result<Vec<_>, DbError>>()
-            .map_err(write_sm_err)?;
+                MachineWrite::QuotaShard(i) => {
+                    let bytes = codec::encode(&*next.quota.shards[i]).map_err(|e| write_sm_err(e.into()))?;
+                    quota_rows.insert(i as u64, bytes);
+                }
+            }
+        }
         let persisted_membership = membership.clone();
         self.db
             .write(move |txn| {
@@ -166,6 +208,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         Some(bytes) => routing.insert(*version, bytes.as_slice())?,
                         None => routing.remove(*version)?,
                     };
+                }
+                let mut quota = txn.open_table(SM_QUOTA)?;
+                for (key, bytes) in &quota_rows {
+                    quota.insert(*key, bytes.as_slice())?;
                 }
                 let mut meta = txn.open_table(SM_META)?;
                 put_optional(&mut meta, "last_applied", last_applied.as_ref())?;
@@ -209,6 +255,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let state = MachineState::from_image(image);
         let records = state.routing.records();
+        let mut quota_rows = vec![(
+            QUOTA_META_KEY,
+            codec::encode(&state.quota.meta)
+                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?,
+        )];
+        for (i, shard) in state.quota.shards.iter().enumerate() {
+            let bytes = codec::encode(&**shard)
+                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+            quota_rows.push((i as u64, bytes));
+        }
         let stored_meta = meta.clone();
         self.db
             .write(move |txn| {
@@ -216,6 +272,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 routing.retain(|_, _| false)?;
                 for record in &records {
                     routing.insert(record.version, codec::encode(record)?.as_slice())?;
+                }
+                let mut quota = txn.open_table(SM_QUOTA)?;
+                quota.retain(|_, _| false)?;
+                for (key, bytes) in &quota_rows {
+                    quota.insert(*key, bytes.as_slice())?;
                 }
                 let mut sm_meta = txn.open_table(SM_META)?;
                 put_optional(&mut sm_meta, "last_applied", stored_meta.last_log_id.as_ref())?;

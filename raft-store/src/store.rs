@@ -29,6 +29,7 @@ use crate::error::StoreError;
 use crate::log_store::LogStore;
 use crate::network::NetworkFactory;
 use crate::node::MeridianNode;
+use crate::quota::QuotaState;
 use crate::routing_history::AppliedTable;
 use crate::rpc::RaftRequest;
 use crate::rpc::RaftResponse;
@@ -56,6 +57,7 @@ struct Inner {
     raft: Raft,
     applied: watch::Receiver<Option<AppliedTable>>,
     history: watch::Receiver<Vec<AppliedTable>>,
+    quota: watch::Receiver<Arc<QuotaState>>,
     status: watch::Receiver<RaftStatus>,
     /// Closes when openraft's tasks have let go of the database file, for `shutdown`.
     db_closed: watch::Receiver<()>,
@@ -78,6 +80,7 @@ impl RaftStore {
         let state_machine = StateMachineStore::load(db.clone()).map_err(load_err)?;
         let applied = state_machine.watch_applied();
         let history = state_machine.watch_history();
+        let quota = state_machine.watch_quota();
         let committed = log_store.watch_committed();
         let network = NetworkFactory { transport, backoff: cfg.timings.heartbeat * 2 };
         let (db_closed, db_path) = (db.watch_closed(), db.path().to_path_buf());
@@ -94,6 +97,7 @@ impl RaftStore {
                 raft,
                 applied,
                 history,
+                quota,
                 status,
                 db_closed,
                 db_path,
@@ -218,6 +222,11 @@ impl RaftStore {
     /// set after a restart from what was persisted.
     pub fn applied(&self) -> watch::Receiver<Option<AppliedTable>> {
         self.inner.applied.clone()
+    }
+
+    /// The quota lease ledger as applied here; updated after every quota round.
+    pub fn quota(&self) -> watch::Receiver<Arc<QuotaState>> {
+        self.inner.quota.clone()
     }
 
     /// Committed versions still kept (at most 100), newest first.

@@ -37,6 +37,8 @@ pub struct Cluster {
     pub leader_changes: AtomicU64,
     /// This node has trailed the leader's routing version for longer than `LAG_WARNING_AFTER`.
     pub lagging: std::sync::atomic::AtomicBool,
+    /// Demand reports received as leader since the last quota round.
+    pub quota_reports: crate::quota::rounds::PendingReports,
 }
 
 /// Addresses this node is reached at, as other nodes should dial them.
@@ -96,9 +98,11 @@ impl Cluster {
             raft,
             leader_changes: AtomicU64::new(0),
             lagging: std::sync::atomic::AtomicBool::new(false),
+            quota_reports: Default::default(),
         });
 
         gw.set_cluster(cluster.clone());
+        gw.quotas.set_clustered();
         let serving = cluster.clone();
         let serving_gw = gw.clone();
         let mut peer_stop = stop.clone();
@@ -122,6 +126,7 @@ impl Cluster {
         tokio::spawn(publish_facts(cluster.clone(), gw.clone()));
         tokio::spawn(watch_leader(cluster.clone()));
         tokio::spawn(drop_dead_peers(cluster.clone()));
+        tokio::spawn(crate::quota::rounds::follow_ledger(cluster.clone(), gw.clone()));
         if let Some(expect) = cfg.expect {
             tokio::spawn(bootstrap_then_seed(cluster.clone(), expect, cfg.routes.clone()));
         }
@@ -136,6 +141,7 @@ impl Cluster {
                 let reply = self.raft.handle_rpc(&call.payload).await;
                 let _ = call.reply(&reply).await;
             }
+            kind::QUOTA_REPORT => crate::quota::rounds::serve_report(&self, &gw, call).await,
             kind::LEADER_WRITE => {
                 let reply = self.serve_leader_write(&call.payload).await;
                 match crate::peer::frame::encode(&reply) {

@@ -6,6 +6,7 @@
 pub mod balancer;
 pub mod failover;
 pub mod health;
+pub mod limiter;
 pub mod matcher;
 pub mod retry;
 pub mod table;

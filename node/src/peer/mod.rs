@@ -36,4 +36,6 @@ pub mod kind {
     pub const LEADER_WRITE: u8 = 2;
     /// A client request forwarded to a peer in another region.
     pub const FORWARD: u8 = 3;
+    /// A node's demand report for global rate limits, sent to the Raft leader once per round.
+    pub const QUOTA_REPORT: u8 = 4;
 }

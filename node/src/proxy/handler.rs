@@ -22,11 +22,12 @@ use crate::core::health::{AttemptOutcome, Census, Transition};
 use crate::core::retry::{is_retriable, Failure, RequestFacts};
 use crate::error::{ErrorKind, GatewayError};
 use crate::forward::{self, origin::ForwardRequest};
-use crate::gateway::{EndpointRuntime, Gateway, ServiceRuntime};
+use crate::gateway::{unix_ms, EndpointRuntime, Gateway, ServiceRuntime};
 use crate::proxy::body::{ClientBody, DownBody, Held, UpBody};
 use crate::proxy::headers::{self as hdr, X_MERIDIAN_NODE, X_MERIDIAN_REGION, X_REQUEST_ID};
 use crate::proxy::inflight::InFlightGuard;
 use crate::proxy::pool::{RequestHead, SendError, UpstreamBody};
+use crate::quota::RateLimitInfo;
 
 /// A request another node forwarded here: it is served from this region only.
 pub struct Forwarded {
@@ -53,7 +54,8 @@ pub async fn respond(
     let request_id = hdr::request_id(req.headers());
     // Kept only when the refusal line will be logged: no allocation on the hot path otherwise.
     let what = tracing::enabled!(tracing::Level::DEBUG).then(|| (req.method().clone(), req.uri().clone()));
-    let mut resp = match proxy(&gw, req, client_ip, &request_id, start, fwd.as_ref()).await {
+    let mut rate = None;
+    let mut resp = match proxy(&gw, req, client_ip, &request_id, start, fwd.as_ref(), &mut rate).await {
         Ok(resp) => resp,
         Err(e) => {
             gw.metrics.count_error(e.kind);
@@ -64,6 +66,9 @@ pub async fn respond(
         }
     };
     let h = resp.headers_mut();
+    if let Some(rate) = rate {
+        rate.apply(h);
+    }
     h.insert(X_REQUEST_ID, request_id);
     // A forwarded answer already names the node and region that served it.
     h.entry(X_MERIDIAN_NODE).or_insert_with(|| gw.identity.node_header.clone());
@@ -94,6 +99,7 @@ async fn proxy(
     request_id: &HeaderValue,
     start: Instant,
     fwd: Option<&Forwarded>,
+    rate: &mut Option<RateLimitInfo>,
 ) -> Result<Response<DownBody>, GatewayError> {
     let node_guard = InFlightGuard::new(&gw.in_flight);
     if gw.in_flight.load(Ordering::Relaxed) > gw.limits.max_in_flight {
@@ -109,6 +115,19 @@ async fn proxy(
         .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "no route matches this request"))?;
     let route = &snap.routes[m.route_index];
     let svc = snap.services[route.service].clone();
+    // The origin node counted a forwarded request already.
+    if let (Some(quota), None) = (&route.quota, fwd) {
+        let decision =
+            gw.quotas.check(quota, &gw.identity.id, req.headers(), client_ip, &route.name, unix_ms());
+        *rate = Some(RateLimitInfo { policy: quota.policy.clone(), name: quota.name.clone(), decision });
+        if !decision.admitted {
+            route.metrics.record(429, start.elapsed(), Instant::now());
+            return Err(GatewayError::new(
+                ErrorKind::RateLimited,
+                format!("quota {} is used up for this window", quota.name),
+            ));
+        }
+    }
 
     let (mut parts, body) = req.into_parts();
     let content_length = content_length(&parts.headers)?;
