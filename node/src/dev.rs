@@ -68,7 +68,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             "health_check": { "path": "/healthz", "interval_ms": 1000, "timeout_ms": 500 },
             "timeout_ms": 5000, "retries": 2
         }},
-        "routes": [ { "name": "all", "path_prefix": "/", "service": "echo" } ]
+        "routes": [
+            { "name": "limited", "path_prefix": "/limited", "service": "echo", "quota": "per-tenant" },
+            { "name": "all", "path_prefix": "/", "service": "echo" }
+        ],
+        "quotas": { "per-tenant": {
+            "key": "header:x-tenant", "limit": 10, "window_ms": 1000, "on_partition": "local_share"
+        }}
     });
     let routes = args.dir.join("routes.json");
     std::fs::write(&routes, serde_json::to_string_pretty(&table)?)?;
@@ -119,6 +125,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     println!("\ntry:  curl -i http://127.0.0.1:{}/hello", args.base_port);
     println!("      curl http://127.0.0.1:9901/cluster");
+    println!(
+        "      for i in $(seq 15); do curl -s -o /dev/null -w '%{{http_code}} ' -H 'x-tenant: acme' \\\n        \
+         http://127.0.0.1:{}/limited; done; echo   # 10/s for the whole cluster; again: the lease follows demand",
+        args.base_port
+    );
+    println!("      curl http://127.0.0.1:9901/quotas");
     println!("logs: {}/   stop: Ctrl-C", args.dir.display());
 
     let watch = async {
