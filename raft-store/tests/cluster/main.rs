@@ -16,3 +16,4 @@ mod t50_no_quorum;
 mod t60_malformed_rpc;
 mod t70_snapshot;
 mod t80_storage_suite;
+mod t90_quota_ledger;
