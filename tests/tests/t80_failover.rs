@@ -203,7 +203,8 @@ fn upstream_killed_under_load_fails_over_recovers_and_all_down_is_503() {
         std::thread::spawn(move || run_load(addr, done))
     };
     eventually(Duration::from_secs(10), || done.load(Ordering::Relaxed) >= 100, "100 load requests done");
-    // Requests the us upstream holds for 800 ms, so they are certainly in flight when it dies:
+    // Requests the us upstream holds for 2.5 s, so they are certainly in flight when it dies
+    // (300 ms after they start, with room for a loaded machine):
     // a plain POST (reached the upstream: must not be repeated anywhere), a POST with an
     // idempotency key and a GET (both may be repeated in another region).
     // (method, request id, idempotency key)
@@ -220,7 +221,7 @@ fn upstream_killed_under_load_fails_over_recovers_and_all_down_is_503() {
                 let mut h = vec![("x-request-id", rid)];
                 h.extend(key.map(|k| ("idempotency-key", k)));
                 let body: &[u8] = if method == "POST" { b"in-flight" } else { b"" };
-                let path = format!("/inflight/{rid}?delay_ms=800");
+                let path = format!("/inflight/{rid}?delay_ms=2500");
                 let r = try_request(addr, method, &path, &h, body, Duration::from_secs(10));
                 (rid, r.map_err(|e| e.to_string()))
             })

@@ -1,4 +1,6 @@
-//! `meridian ctl`: the admin API from a terminal.
+//! `meridian ctl`: the admin API from a terminal, as tables (`render.rs`) or JSON (`--json`).
+
+pub mod render;
 
 use std::path::PathBuf;
 
@@ -17,6 +19,9 @@ pub struct CtlArgs {
     /// File holding the admin bearer token.
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Print the admin API's JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub cmd: CtlCommand,
 }
@@ -60,6 +65,15 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 .to_string(),
         ),
         None => None,
+    };
+    let render: fn(&serde_json::Value) -> String = match &args.cmd {
+        CtlCommand::Cluster => render::cluster,
+        CtlCommand::Quotas => render::quotas,
+        CtlCommand::Routes { cmd: RoutesCommand::Get } => render::routes,
+        CtlCommand::Routes { cmd: RoutesCommand::History } => render::history,
+        CtlCommand::Routes { cmd: RoutesCommand::Put { .. } | RoutesCommand::Rollback { .. } } => {
+            render::written
+        }
     };
     let (method, path, body, content_type, if_match) = match args.cmd {
         CtlCommand::Cluster => (Method::GET, "/cluster", Bytes::new(), None, None),
@@ -106,14 +120,27 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let resp = sender.send_request(req.body(Full::new(body))?).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();
-    let text = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(v) => serde_json::to_string_pretty(&v)?,
-        Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
-    };
+    let parsed = serde_json::from_slice::<serde_json::Value>(&bytes);
     if !status.is_success() {
-        eprintln!("{text}");
+        let detail = match &parsed {
+            Ok(v) if !args.json => v["error"].as_str().map_or_else(|| v.to_string(), str::to_string),
+            Ok(v) => serde_json::to_string_pretty(v)?,
+            Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+        };
+        eprintln!("{detail}");
+        if let Some(problems) =
+            parsed.as_ref().ok().and_then(|v| v["problems"].as_array()).filter(|_| !args.json)
+        {
+            for p in problems {
+                eprintln!("  - {}", p.as_str().unwrap_or_default());
+            }
+        }
         bail!("admin API answered {status}");
     }
-    println!("{text}");
+    match parsed {
+        Ok(v) if args.json => println!("{}", serde_json::to_string_pretty(&v)?),
+        Ok(v) => print!("{}", render(&v)),
+        Err(_) => println!("{}", String::from_utf8_lossy(&bytes)),
+    }
     Ok(())
 }
