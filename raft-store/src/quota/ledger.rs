@@ -291,7 +291,15 @@ impl QuotaState {
                 }
                 let shard = Arc::make_mut(&mut self.shards[s]);
                 let hot = shard.entry(d.quota.clone()).or_default().entry(d.key.clone()).or_default();
-                hot.demand.insert(report.node.clone(), (d.demand, at_ms));
+                // Smoothed with the node's previous, still fresh report: one 250 ms sample is
+                // noisy, and shares that swing from window to window waste capacity.
+                let demand = match hot.demand.get(&report.node) {
+                    Some((prev, at)) if *at + DEMAND_TTL_MS >= at_ms => {
+                        (prev / 2).saturating_add(d.demand / 2)
+                    }
+                    _ => d.demand,
+                };
+                hot.demand.insert(report.node.clone(), (demand.max(1), at_ms));
                 if !exists {
                     self.meta.hot_keys += 1;
                 }
