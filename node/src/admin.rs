@@ -34,11 +34,15 @@ pub struct Admin {
 
 type AdminResponse = Response<Full<Bytes>>;
 
+/// The dashboard page served at `/`: self-contained (no CDN, no build step).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 impl Admin {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> AdminResponse {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
-        if !matches!(path.as_str(), "/healthz" | "/readyz") && !self.authorized(&req) {
+        let open = matches!(path.as_str(), "/healthz" | "/readyz") || (path == "/" && method == Method::GET);
+        if !open && !self.authorized(&req) {
             return json_response(
                 StatusCode::UNAUTHORIZED,
                 &json!({"error": "missing or wrong bearer token"}),
@@ -281,46 +285,19 @@ impl Admin {
         resp
     }
 
+    /// The dashboard: one static page that reads `/cluster`, `/quotas` and `/metrics` from this
+    /// node every second. It holds no data itself, so it is served without the token; the data
+    /// endpoints it calls still need it (the page asks for it, or takes `#token=...`).
     fn dashboard(&self) -> AdminResponse {
-        let c = self.cluster();
-        let mut html = String::from(
-            "<!doctype html><html><head><meta charset=utf-8><title>Meridian</title>\
-             <meta http-equiv=refresh content=2><style>body{font:14px system-ui;margin:2em}\
-             table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}\
-             .down{color:#b00}.up{color:#070}</style></head><body>",
+        let mut resp = Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes())));
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        // Same-origin only: the page talks to this node and nothing else.
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'"),
         );
-        let _ = write!(
-            html,
-            "<h1>Meridian node {} <small>({})</small></h1><p>routing version {} · raft role {}</p>",
-            esc_html(c["node"]["id"].as_str().unwrap_or("")),
-            esc_html(c["node"]["region"].as_str().unwrap_or("")),
-            c["routing"]["version"],
-            esc_html(c["raft"]["role"].as_str().unwrap_or("")),
-        );
-        html.push_str("<h2>Members</h2><table><tr><th>id</th><th>region</th><th>live</th><th>raft</th><th>routing version</th><th>services (healthy/total)</th></tr>");
-        for m in c["members"].as_array().into_iter().flatten() {
-            let services: Vec<String> = m["services"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{} {}/{}", esc_html(k), v["healthy"], v["total"]))
-                .collect();
-            let live = m["live"].as_bool().unwrap_or(false);
-            let _ = write!(
-                html,
-                "<tr><td>{}</td><td>{}</td><td class={}>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc_html(m["id"].as_str().unwrap_or("")),
-                esc_html(m["region"].as_str().unwrap_or("")),
-                if live { "up" } else { "down" },
-                live,
-                esc_html(m["raft_role"].as_str().unwrap_or("")),
-                m["routing_version"],
-                services.join(", ")
-            );
-        }
-        html.push_str("</table><p><a href=/cluster>/cluster</a> · <a href=/routes>/routes</a> · <a href=/routes/history>/routes/history</a> · <a href=/quotas>/quotas</a> · <a href=/metrics>/metrics</a></p></body></html>");
-        let mut resp = Response::new(Full::new(Bytes::from(html)));
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
 }
@@ -400,10 +377,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn esc_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

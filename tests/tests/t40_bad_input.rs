@@ -303,7 +303,7 @@ fn a_public_admin_needs_a_token_and_then_checks_it() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("16"), "{stderr}");
 
-    phase("with a token file it starts; everything but the probes needs the bearer token");
+    phase("with a token file it starts; everything but the probes and the dashboard page needs the token");
     let token = "s3cret-token-0123456789";
     let file = dir.write("admin.token", &format!("{token}\n"));
     let args: Vec<&str> =
@@ -316,7 +316,7 @@ fn a_public_admin_needs_a_token_and_then_checks_it() {
     };
     assert_eq!(get("/healthz", None).status, 200);
     assert_eq!(get("/readyz", None).status, 200);
-    for path in ["/cluster", "/routes", "/metrics", "/"] {
+    for path in ["/cluster", "/routes", "/metrics", "/quotas", "/routes/history"] {
         assert_eq!(get(path, None).status, 401, "{path} without a token");
         assert_eq!(get(path, Some("Bearer wrong-token-0123456789")).status, 401, "{path} with a wrong token");
         assert_eq!(get(path, Some(token)).status, 401, "{path} without the Bearer scheme");
@@ -324,6 +324,11 @@ fn a_public_admin_needs_a_token_and_then_checks_it() {
     }
     let c = get("/cluster", Some(&bearer)).json();
     assert_eq!(c["node"]["id"], "n1");
+    // The dashboard page is static (it fetches the data with the token the user gives it).
+    let page = get("/", None);
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("fetch(path"), "the page loads its data itself");
+    assert!(!page.text().contains("\"n1\""), "no node data in the page itself");
     phase("writes need the token too");
     let table = simple_table("us", &[up.url()], json!({ "retries": 1 })).to_string();
     let r = request(node.admin, "PUT", "/routes", &[], table.as_bytes());
