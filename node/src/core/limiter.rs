@@ -174,11 +174,10 @@ impl QuotaLimiter {
             });
             self.tracked.fetch_sub((before - map.len()) as u64, Ordering::Relaxed);
         }
-        if loads.len() > max_report {
-            loads.select_nth_unstable_by(max_report, |a, b| b.demand.cmp(&a.demand));
-            loads.truncate(max_report);
-        }
+        // A total order (demand, then key), so which keys make the cut never depends on the map's
+        // iteration order: the same load gives the same report (the simulator relies on it).
         loads.sort_by(|a, b| b.demand.cmp(&a.demand).then_with(|| a.key.cmp(&b.key)));
+        loads.truncate(max_report);
         loads
     }
 

@@ -112,7 +112,8 @@ impl Default for QuotaState {
 
 /// Which parts of the state a round changed, so only those are written.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct QuotaDirty {
+pub struct QuotaDirty {
+    /// Hot-key shards rewritten by the round.
     pub shards: BTreeSet<usize>,
 }
 
@@ -222,12 +223,7 @@ impl QuotaState {
 
     /// Applies one round: records the reports, then seals each quota's windows up to
     /// [`LEASE_AHEAD_MS`] past `at_ms`, deciding their participants and hot-key shares.
-    pub(crate) fn apply_round(
-        &mut self,
-        at_ms: u64,
-        terms: &[QuotaTerms],
-        reports: &[DemandReport],
-    ) -> QuotaDirty {
+    pub fn apply_round(&mut self, at_ms: u64, terms: &[QuotaTerms], reports: &[DemandReport]) -> QuotaDirty {
         let mut dirty = QuotaDirty::default();
         let terms: BTreeMap<&str, &QuotaTerms> = terms.iter().map(|t| (t.name.as_str(), t)).collect();
 

@@ -25,6 +25,7 @@ mod split;
 
 pub use ledger::HotKeyView;
 pub use ledger::Lease;
+pub use ledger::QuotaDirty;
 pub use ledger::QuotaLedger;
 pub use ledger::QuotaState;
 pub use split::equal_share;
