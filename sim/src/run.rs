@@ -86,6 +86,8 @@ struct Loop {
     fault_windows: Vec<(u64, u64, Option<usize>)>,
     last_failure_in_fault: Vec<Option<u64>>,
     converge_watch: Option<(u64, u64)>,
+    /// Faults in progress; convergence is timed from the moment none is.
+    active_faults: usize,
     convergence_us: Option<u64>,
     settle_at: u64,
     request_weights: Vec<f64>,
@@ -123,6 +125,7 @@ pub fn run(cfg: Config) -> anyhow::Result<Report> {
         leaders: Default::default(),
         versions: CommittedVersion::default(),
         converge_watch: None,
+        active_faults: 0,
         convergence_us: None,
         settle_at: last_fault_end + convergence::SETTLE_US,
         request_weights,
@@ -235,10 +238,14 @@ impl Loop {
                 }
                 self.schedule(now + ROUTING_WRITE_EVERY_US, Event::RoutingWrite);
             }
-            Event::FaultStart(i) => self.fault(i, true),
+            Event::FaultStart(i) => {
+                self.active_faults += 1;
+                self.fault(i, true);
+            }
             Event::FaultEnd(i) => {
+                self.active_faults = self.active_faults.saturating_sub(1);
                 self.fault(i, false);
-                if self.converge_watch.is_none() {
+                if self.active_faults == 0 && self.converge_watch.is_none() {
                     self.converge_watch = Some((now, self.world.routing_version));
                 }
             }

@@ -36,6 +36,8 @@ pub const GOSSIP_TICK_US: u64 = 200_000;
 pub const GOSSIP_DEAD_AFTER_US: u64 = 1_400_000;
 pub const GOSSIP_LIVE_AFTER_US: u64 = 400_000;
 pub const RAFT_TICK_US: u64 = 50_000;
+/// The leader's heartbeat interval (LAN timings).
+pub const HEARTBEAT_US: u64 = 100_000;
 pub const QUOTA_ROUND_US: u64 = 250_000;
 pub const HEALTH_INTERVAL_US: u64 = 1_000_000;
 pub const ROUTING_WRITE_EVERY_US: u64 = 5_000_000;
@@ -145,6 +147,8 @@ pub struct World {
     pub routing_version: u64,
     pub ledger: Arc<QuotaState>,
     pub pending_reports: BTreeMap<usize, DemandReport>,
+    /// Per node: since when it has been reachable from the current leader.
+    pub leader_contact_since: Vec<Option<u64>>,
     last_quota_entry: Option<usize>,
     pub rtt_us: Vec<Vec<u64>>,
     pub loss: f64,
@@ -308,6 +312,7 @@ impl World {
             routing_version: 0,
             ledger: Arc::new(QuotaState::default()),
             pending_reports: BTreeMap::new(),
+            leader_contact_since: vec![Some(0); n],
             last_quota_entry: None,
             rtt_us,
             loss: loss.unwrap_or(0.0),
@@ -454,7 +459,13 @@ impl World {
             self.stats.messages += (self.nodes.len() as u64).saturating_sub(1) / 2;
             for x in 0..self.nodes.len() {
                 if self.reachable(l, x) {
-                    self.catch_up(l, x);
+                    let since = *self.leader_contact_since[x].get_or_insert(self.now);
+                    // A follower (re)gaining the leader hears from it at the next heartbeat.
+                    if self.now - since >= HEARTBEAT_US + self.rtt(l, x) / 2 || since == 0 {
+                        self.catch_up(l, x);
+                    }
+                } else {
+                    self.leader_contact_since[x] = None;
                 }
             }
         }
