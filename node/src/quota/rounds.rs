@@ -60,11 +60,13 @@ pub async fn run(gw: Arc<Gateway>) {
         let report = collect_report(&gw, now_ms, now_ms.saturating_sub(last_ms));
         last_ms = now_ms;
         let Some(cluster) = gw.cluster() else { continue };
+        // No quota on this node: nothing to report (the leader still clears a stale ledger).
+        let idle = report.counts.is_empty();
         let status = cluster.raft.status();
         if status.role == RaftRole::Leader {
             cluster.quota_reports.put(report);
             propose_round(&gw, &cluster).await;
-        } else if let Some(leader) = status.leader_node {
+        } else if let (Some(leader), false) = (status.leader_node, idle) {
             send_report(&gw, &cluster, &leader, &report).await;
         }
     }
