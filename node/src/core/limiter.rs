@@ -12,7 +12,6 @@
 //! idle for a window and, meanwhile, keys beyond the bound share one conservative counter.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Lock shards of the key map.
@@ -71,30 +70,48 @@ pub struct KeyLoad {
     pub demand: u64,
 }
 
-type KeyCounters = HashMap<Box<str>, Counter>;
+/// One lock's worth of keys, with the decision counts taken under that same lock (no shared
+/// atomic for every request to bounce between cores).
+#[derive(Default)]
+struct Shard {
+    keys: HashMap<Box<str>, Counter>,
+    admitted: u64,
+    rejected: u64,
+    fallback: u64,
+}
+
+impl Shard {
+    fn tally(&mut self, d: &Decision) {
+        if d.admitted {
+            self.admitted += 1;
+        } else {
+            self.rejected += 1;
+        }
+        if d.fallback {
+            self.fallback += 1;
+        }
+    }
+}
+
+/// A shard on a cache line of its own, so that two cores working on different keys do not
+/// invalidate each other's lock.
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
 
 /// The local counters of one quota.
 pub struct QuotaLimiter {
     window_ms: u64,
-    shards: Box<[Mutex<KeyCounters>]>,
+    shards: Box<[Padded]>,
     /// Keys that found no room share this counter, with the share of the first of them.
-    overflow: Mutex<Counter>,
-    admitted: AtomicU64,
-    rejected: AtomicU64,
-    fallback_decisions: AtomicU64,
-    tracked: AtomicU64,
+    overflow: Mutex<(Counter, Shard)>,
 }
 
 impl QuotaLimiter {
     pub fn new(window_ms: u64) -> QuotaLimiter {
         QuotaLimiter {
             window_ms: window_ms.max(1),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            overflow: Mutex::new(Counter::fresh()),
-            admitted: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
-            fallback_decisions: AtomicU64::new(0),
-            tracked: AtomicU64::new(0),
+            shards: (0..SHARDS).map(|_| Padded(Mutex::new(Shard::default()))).collect(),
+            overflow: Mutex::new((Counter::fresh(), Shard::default())),
         }
     }
 
@@ -113,27 +130,20 @@ impl QuotaLimiter {
     ) -> Decision {
         let window = now_ms / self.window_ms;
         let reset_ms = (window + 1) * self.window_ms - now_ms;
-        let shard = &self.shards[self.shard_of(key)];
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        let decision = if let Some(c) = map.get_mut(key) {
+        let mut shard = self.shards[self.shard_of(key)].0.lock().unwrap_or_else(|p| p.into_inner());
+        let decision = if let Some(c) = shard.keys.get_mut(key) {
             count(c, window, generation, reset_ms, allowance)
-        } else if map.len() < MAX_KEYS_PER_SHARD {
-            self.tracked.fetch_add(1, Ordering::Relaxed);
-            let c = map.entry(Box::from(key)).or_insert(Counter::fresh());
+        } else if shard.keys.len() < MAX_KEYS_PER_SHARD {
+            let c = shard.keys.entry(Box::from(key)).or_insert(Counter::fresh());
             count(c, window, generation, reset_ms, allowance)
         } else {
-            drop(map);
-            let mut c = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
-            count(&mut c, window, generation, reset_ms, allowance)
+            drop(shard);
+            let mut o = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
+            let d = count(&mut o.0, window, generation, reset_ms, allowance);
+            o.1.tally(&d);
+            return d;
         };
-        if decision.admitted {
-            self.admitted.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
-        }
-        if decision.fallback {
-            self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
-        }
+        shard.tally(&decision);
         decision
     }
 
@@ -159,9 +169,8 @@ impl QuotaLimiter {
         let elapsed_ms = elapsed_ms.max(1);
         let mut loads = Vec::new();
         for shard in self.shards.iter() {
-            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-            let before = map.len();
-            map.retain(|key, c| {
+            let mut shard = shard.0.lock().unwrap_or_else(|p| p.into_inner());
+            shard.keys.retain(|key, c| {
                 if c.offered > 0 {
                     let demand = c.offered.saturating_mul(self.window_ms) / elapsed_ms;
                     if c.hot || demand.saturating_mul(2) >= c.share {
@@ -172,7 +181,6 @@ impl QuotaLimiter {
                 c.offered = 0;
                 busy
             });
-            self.tracked.fetch_sub((before - map.len()) as u64, Ordering::Relaxed);
         }
         // A total order (demand, then key), so which keys make the cut never depends on the map's
         // iteration order: the same load gives the same report (the simulator relies on it).
@@ -181,22 +189,28 @@ impl QuotaLimiter {
         loads
     }
 
+    /// Sums one figure over every shard (admin and metrics only: it takes every lock briefly).
+    fn total(&self, f: impl Fn(&Shard) -> u64) -> u64 {
+        let overflow = f(&self.overflow.lock().unwrap_or_else(|p| p.into_inner()).1);
+        self.shards.iter().map(|s| f(&s.0.lock().unwrap_or_else(|p| p.into_inner()))).sum::<u64>() + overflow
+    }
+
     pub fn admitted(&self) -> u64 {
-        self.admitted.load(Ordering::Relaxed)
+        self.total(|s| s.admitted)
     }
 
     pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
+        self.total(|s| s.rejected)
     }
 
     /// Decisions taken on a fallback share (no valid lease).
     pub fn fallback_decisions(&self) -> u64 {
-        self.fallback_decisions.load(Ordering::Relaxed)
+        self.total(|s| s.fallback)
     }
 
     /// Keys currently tracked.
     pub fn tracked(&self) -> u64 {
-        self.tracked.load(Ordering::Relaxed)
+        self.total(|s| s.keys.len() as u64)
     }
 }
 
