@@ -264,6 +264,13 @@ impl RaftStore {
         response.encode()
     }
 
+    /// Allows or forbids this node to start elections (it still votes and follows). The node
+    /// uses it to keep a restarted or cut-off voter from campaigning while a leader it cannot
+    /// reach yet is alive: its higher term would unseat that leader on reconnection.
+    pub fn set_elections(&self, enabled: bool) {
+        self.inner.raft.runtime_config().elect(enabled);
+    }
+
     /// Asks Raft to build a snapshot now (normally it does so every `snapshot_every` entries).
     pub async fn trigger_snapshot(&self) -> Result<(), ProposeError> {
         self.inner.raft.trigger().snapshot().await.map_err(|e| ProposeError::Fatal(e.to_string()))

@@ -116,6 +116,8 @@ fn leader_loss_follower_restart_and_quorum_loss() {
 
     phase("(b) SIGTERM a follower, write v3 without it, restart it (same ports): it comes back ready at v3");
     let fi = nodes.iter().position(|n| n.id != leader).expect("a follower");
+    let term_before = nodes[0].cluster()["raft"]["term"].as_u64().expect("term");
+    let leader_before = nodes[0].leader();
     let mut stopped = nodes.remove(fi);
     stopped.proc.signal(SIGTERM);
     let status = stopped.node.proc.wait_exit(Duration::from_secs(10));
@@ -125,6 +127,8 @@ fn leader_loss_follower_restart_and_quorum_loss() {
     assert_eq!(r.json()["version"], 3);
     let (id, data_dir, ports) = (stopped.id.clone(), stopped.data_dir.clone(), stopped.ports());
     drop(stopped);
+    // Down long enough for the leader's dials to it to fail (as a container restart is).
+    std::thread::sleep(Duration::from_secs(2));
     let seeds = [nodes[0].gossip];
     let t0 = Instant::now();
     let back = spec.start_on(&id, "us", &seeds, ports, &tls);
@@ -144,6 +148,13 @@ fn leader_loss_follower_restart_and_quorum_loss() {
     );
     let (voters, _) = nodes[0].raft_members();
     assert_eq!(voters, ["n1", "n2", "n3"], "the restarted follower is still a voter");
+    // The restarted voter waited for the leader instead of campaigning: no election happened.
+    let c = nodes[0].cluster();
+    assert_eq!(
+        (c["raft"]["term"].as_u64(), c["raft"]["leader"].as_str().map(String::from)),
+        (Some(term_before), leader_before),
+        "a follower's restart must not unseat the leader"
+    );
     // A write after the restart reaches the restarted node too.
     let r = nodes[2].put_routes(&table(&up, "after-restart").to_string(), Some(3));
     assert_eq!(r.status, 200, "{}", r.text());

@@ -4,12 +4,14 @@
 //! - [`transport`]: Raft RPCs over QUIC.
 //! - [`writes`]: routing-table writes from any node, forwarded to the leader.
 //! - [`autopilot`]: bootstrap with `--expect`, learners and voters.
+//! - [`elections`]: when this voter may campaign (not right after a restart, not when cut off).
 //! - [`view`]: what `/cluster`, `/readyz` and `/metrics` show.
 //!
 //! Nothing here sits on the request path: the gateway serves from the snapshot the applied-table
 //! watcher installs, and gossip facts are published from a timer.
 
 pub mod autopilot;
+pub mod elections;
 pub mod transport;
 pub mod view;
 pub mod writes;
@@ -131,6 +133,7 @@ impl Cluster {
             tokio::spawn(bootstrap_then_seed(cluster.clone(), expect, cfg.routes.clone()));
         }
         tokio::spawn(autopilot::run(cluster.clone(), cfg.voter_dead_after));
+        tokio::spawn(elections::run(cluster.clone()));
         Ok(cluster)
     }
 

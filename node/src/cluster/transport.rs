@@ -40,7 +40,9 @@ impl RaftTransport for QuicRaftTransport {
                 let reason = e.to_string();
                 let peer = target.id.clone();
                 match e {
-                    PeerError::Timeout { .. } => TransportError::Failed { peer, reason },
+                    PeerError::Timeout { .. } | PeerError::RecentlyUnreachable { .. } => {
+                        TransportError::Failed { peer, reason }
+                    }
                     _ => TransportError::Unreachable { peer, reason },
                 }
             })

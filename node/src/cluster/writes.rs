@@ -95,7 +95,8 @@ impl Cluster {
         let payload = frame::encode(cmd).map_err(|e| WriteFailure::Internal(e.to_string()))?;
         let reply = self.peer.call(&leader.id, addr, kind::LEADER_WRITE, &payload, timeout).await.map_err(
             |e| match e {
-                crate::peer::PeerError::Timeout { .. } => WriteFailure::NoQuorum(WRITE_TIMEOUT),
+                crate::peer::PeerError::Timeout { .. }
+                | crate::peer::PeerError::RecentlyUnreachable { .. } => WriteFailure::NoQuorum(WRITE_TIMEOUT),
                 e => WriteFailure::Internal(format!("forwarding to leader {}: {e}", leader.id)),
             },
         )?;

@@ -64,6 +64,10 @@ pub(super) struct Inner {
 /// of each opening a connection.
 /// Longest a QUIC handshake may take before the dial is given up.
 const DIAL_TIMEOUT: Duration = Duration::from_millis(1500);
+/// After a failed dial, calls to the same address fail at once for this long instead of each
+/// waiting on a dial of its own. Short: a peer that restarts must be reached again well within a
+/// Raft election timeout, or it campaigns and unseats the leader.
+const REDIAL_AFTER: Duration = Duration::from_millis(200);
 
 #[derive(Default)]
 struct PeerSlot {
@@ -229,10 +233,10 @@ impl PeerPlane {
             if let Some(conn) = slot.live(addr) {
                 return Ok((conn, false));
             }
-            let recent_failure =
-                lock(&slot.failed).is_some_and(|(a, at)| a == addr && at.elapsed() < DIAL_TIMEOUT);
-            if recent_failure {
-                return Err(PeerError::Timeout { peer: id, addr, after: DIAL_TIMEOUT });
+            let recent_failure = *lock(&slot.failed);
+            if let Some((_, at)) = recent_failure.filter(|(a, at)| *a == addr && at.elapsed() < REDIAL_AFTER)
+            {
+                return Err(PeerError::RecentlyUnreachable { peer: id, addr, ago: at.elapsed() });
             }
             // Bounded: QUIC ignores ICMP, so a handshake to a dead address would otherwise hold
             // the dial lock until the idle timeout, and a peer back on a new address would wait.

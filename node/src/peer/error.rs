@@ -31,6 +31,9 @@ pub enum PeerError {
     NoReply { peer: String, addr: SocketAddr },
     #[error("call to peer {peer} at {addr} timed out after {after:?}")]
     Timeout { peer: String, addr: SocketAddr, after: Duration },
+    /// Not dialled: the last dial of this address failed `ago` (it is retried shortly after).
+    #[error("peer {peer} at {addr} not dialled: the last dial failed {ago:?} ago")]
+    RecentlyUnreachable { peer: String, addr: SocketAddr, ago: Duration },
 }
 
 impl PeerError {
