@@ -41,19 +41,7 @@ MERIDIAN_BIN=${MERIDIAN_BIN:-target/release/meridian}
 WRITES=${WRITES:-100}
 MAX_SECONDS=${MAX_SECONDS:-150}
 
-build=0
-py_args=()
-for arg in "$@"; do
-    case $arg in
-    --markdown | --keep | --fail-on-miss) py_args+=("$arg") ;;
-    --build) build=1 ;;
-    -h | --help)
-        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
-        exit 0
-        ;;
-    *) die "unknown argument: $arg (see --help)" ;;
-    esac
-done
+parse_bench_args "$@"
 
 [[ $WRITES =~ ^[1-9][0-9]*$ ]] || die "WRITES must be a positive integer"
 [[ $MAX_SECONDS =~ ^[1-9][0-9]*$ ]] || die "MAX_SECONDS must be a positive integer"

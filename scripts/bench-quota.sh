@@ -59,19 +59,7 @@ UNIT_CONNECTIONS=${UNIT_CONNECTIONS:-2}
 LOG_LEVEL=${LOG_LEVEL:-info}
 MAX_SECONDS=${MAX_SECONDS:-120}
 
-build=0
-py_args=()
-for arg in "$@"; do
-    case $arg in
-    --markdown | --keep | --fail-on-miss) py_args+=("$arg") ;;
-    --build) build=1 ;;
-    -h | --help)
-        sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
-        exit 0
-        ;;
-    *) die "unknown argument: $arg (see --help)" ;;
-    esac
-done
+parse_bench_args "$@"
 
 for var in LIMIT WINDOW_MS DURATION UNIT_CONNECTIONS MAX_SECONDS; do
     [[ ${!var} =~ ^[1-9][0-9]*$ ]] || die "$var must be a positive integer"

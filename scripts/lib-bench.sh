@@ -235,3 +235,23 @@ ensure_meridian_bin() {
         warn "$MERIDIAN_BIN is a debug build: fine for checking the script, not for published figures"
     fi
 }
+
+# The flags every benchmark script with a Python helper takes: --markdown, --keep and
+# --fail-on-miss go to the helper (in `py_args`), --build sets `build=1`, --help prints the calling
+# script's header comment.
+parse_bench_args() {
+    build=0
+    py_args=()
+    local arg
+    for arg in "$@"; do
+        case $arg in
+        --markdown | --keep | --fail-on-miss) py_args+=("$arg") ;;
+        --build) build=1 ;;
+        -h | --help)
+            sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+            exit 0
+            ;;
+        *) die "unknown argument: $arg (see --help)" ;;
+        esac
+    done
+}
