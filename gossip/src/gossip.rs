@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chitchat::transport::Transport;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, ListenerHandle, ProtocolVersion};
 use tokio::sync::{watch, Mutex, Notify};
 use tokio::task::JoinHandle;
@@ -44,12 +45,28 @@ pub struct Gossip {
 impl Gossip {
     /// Binds the UDP socket, starts chitchat with our facts and starts the membership refresher.
     pub async fn start(cfg: GossipConfig, facts: NodeFacts) -> Result<Gossip, GossipError> {
+        let local = Self::checked_local(&cfg, facts)?;
+        let (transport, local_addr) = PreBoundUdp::bind(cfg.listen).await?;
+        Self::start_with(cfg, local, &transport, local_addr).await
+    }
+
+    /// Validates the config and our initial facts before anything is bound.
+    pub(crate) fn checked_local(cfg: &GossipConfig, facts: NodeFacts) -> Result<LocalState, GossipError> {
         cfg.validate()?;
         let (local, encoded) = LocalState::new(cfg.cluster_id.clone(), facts);
-        if let Some(err) = encoded.rejected.into_iter().next() {
-            return Err(GossipError::InvalidFacts(err));
+        match encoded.rejected.into_iter().next() {
+            Some(err) => Err(GossipError::InvalidFacts(err)),
+            None => Ok(local),
         }
-        let (transport, local_addr) = PreBoundUdp::bind(cfg.listen).await?;
+    }
+
+    /// Starts chitchat on `transport`, which opens `local_addr`, and the membership refresher.
+    pub(crate) async fn start_with(
+        cfg: GossipConfig,
+        local: LocalState,
+        transport: &dyn Transport,
+        local_addr: SocketAddr,
+    ) -> Result<Gossip, GossipError> {
         let self_id = ChitchatId::new(cfg.node_id.clone(), fresh_generation(), cfg.advertise_for(local_addr));
         let chitchat_config = ChitchatConfig {
             chitchat_id: self_id.clone(),
@@ -70,7 +87,7 @@ impl Gossip {
             protocol_version: ProtocolVersion::V0,
         };
         let initial_keys = local.keys().clone().into_iter().collect();
-        let handle = spawn_chitchat(chitchat_config, initial_keys, &transport)
+        let handle = spawn_chitchat(chitchat_config, initial_keys, transport)
             .await
             .map_err(|e| GossipError::Start(e.into()))?;
         info!(node = %cfg.node_id, generation = self_id.generation_id, %local_addr, "gossip started");

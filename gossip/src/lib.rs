@@ -29,6 +29,7 @@ pub mod keys;
 pub mod membership;
 mod publish;
 mod refresh;
+pub mod sim;
 mod transport;
 
 pub use config::GossipConfig;

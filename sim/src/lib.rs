@@ -20,4 +20,5 @@ pub mod invariants;
 pub mod rng;
 pub mod run;
 pub mod scenario;
+pub mod tier2;
 pub mod world;
