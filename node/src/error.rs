@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 
 /// Who is at fault: decides log level and which metric counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,17 +31,30 @@ pub enum ErrorKind {
     ClientBodyFailed,
     ClientTimeout,
     RateLimited,
+    /// The route's `allow`/`deny` lists refuse the client's address.
+    IpDenied,
+    /// The route requires credentials and the request has none that verify.
+    Unauthenticated,
+    /// Authenticated, but not for this route (a token issued for another audience).
+    Forbidden,
 }
 
 #[derive(Debug, Clone)]
 pub struct GatewayError {
     pub kind: ErrorKind,
     pub detail: String,
+    /// `www-authenticate` of a 401: how the client may authenticate on this route.
+    pub challenge: Option<HeaderValue>,
 }
 
 impl GatewayError {
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> GatewayError {
-        GatewayError { kind, detail: detail.into() }
+        GatewayError { kind, detail: detail.into(), challenge: None }
+    }
+
+    pub fn with_challenge(mut self, challenge: HeaderValue) -> GatewayError {
+        self.challenge = Some(challenge);
+        self
     }
 
     pub fn status(&self) -> StatusCode {
@@ -54,6 +67,8 @@ impl GatewayError {
             ErrorKind::BadRequest | ErrorKind::ClientBodyFailed => StatusCode::BAD_REQUEST,
             ErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::IpDenied | ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -63,7 +78,10 @@ impl GatewayError {
             | ErrorKind::BadRequest
             | ErrorKind::ClientBodyFailed
             | ErrorKind::ClientTimeout
-            | ErrorKind::RateLimited => Side::Downstream,
+            | ErrorKind::RateLimited
+            | ErrorKind::IpDenied
+            | ErrorKind::Unauthenticated
+            | ErrorKind::Forbidden => Side::Downstream,
             ErrorKind::UpstreamTimeout | ErrorKind::UpstreamUnreachable | ErrorKind::UpstreamProtocol => {
                 Side::Upstream
             }
@@ -93,6 +111,9 @@ impl GatewayError {
             ErrorKind::ClientBodyFailed => "client_body_failed",
             ErrorKind::ClientTimeout => "client_timeout",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::IpDenied => "ip_denied",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
         }
     }
 }
@@ -119,6 +140,9 @@ mod tests {
         assert_eq!(s(ErrorKind::Overloaded), 503);
         assert_eq!(s(ErrorKind::BodyTooLarge), 413);
         assert_eq!(s(ErrorKind::RateLimited), 429);
+        assert_eq!(s(ErrorKind::Unauthenticated), 401);
+        assert_eq!(s(ErrorKind::IpDenied), 403);
+        assert_eq!(s(ErrorKind::Forbidden), 403);
         assert!(GatewayError::new(ErrorKind::Overloaded, "").retry_after().is_some());
     }
 }

@@ -15,6 +15,7 @@ use http::HeaderValue;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::auth::EdgePolicy;
 use crate::core::health::{EndpointHealth, HealthPolicy};
 use crate::core::matcher::RouteMatcher;
 use crate::core::retry::RetryBudget;
@@ -88,6 +89,8 @@ pub struct RouteRuntime {
     pub service: usize,
     pub metrics: Arc<RouteMetrics>,
     pub quota: Option<Arc<RouteQuota>>,
+    /// IP lists and authentication, compiled; `None` when the route has neither.
+    pub edge: Option<EdgePolicy>,
 }
 
 /// One applied routing-table version, compiled for the request path.
@@ -290,10 +293,20 @@ impl Gateway {
                 service: index.get(&r.service).copied().unwrap_or(0),
                 metrics: self.metrics.route(&r.name, &self.identity.region),
                 quota: r.quota.as_deref().and_then(|q| quotas.get(q).cloned()),
+                edge: compile_edge(r),
             })
             .collect();
         Snapshot { version, matcher: RouteMatcher::new(&table), table, routes, services }
     }
+}
+
+/// A route's edge policy. The table was validated, so this compiles; were it not to, the route
+/// refuses every request rather than serving it unchecked.
+fn compile_edge(route: &crate::core::table::RouteSpec) -> Option<EdgePolicy> {
+    EdgePolicy::compile(route, "route").unwrap_or_else(|problems| {
+        tracing::error!(route = %route.name, ?problems, "route access rules do not compile; refusing its requests");
+        Some(EdgePolicy::closed())
+    })
 }
 
 pub fn unix_ms() -> u64 {

@@ -10,11 +10,13 @@
 //! - [`admin`]: the admin API; [`metrics`]: counters and latency histograms.
 //! - [`health_check`]: active probes of local endpoints.
 //! - [`quota`]: global rate limits: per-request checks, the ledger's leases, demand reports.
+//! - [`auth`]: a route's edge policy: IP allow/deny lists, API keys, JWTs.
 //! - [`route_store`]: the versioned routing table of a standalone node.
 //! - [`peer`]: node-to-node QUIC with mutual TLS; [`certs`]: the cluster CA and node certificates.
 //! - [`config`], [`node`], [`ctl`], [`dev`], [`demo_upstream`]: the command line.
 
 pub mod admin;
+pub mod auth;
 pub mod certs;
 pub mod cluster;
 pub mod config;

@@ -128,7 +128,7 @@ impl Default for Metrics {
     }
 }
 
-const ERROR_KINDS: [ErrorKind; 11] = [
+const ERROR_KINDS: [ErrorKind; 14] = [
     ErrorKind::NoRoute,
     ErrorKind::NoHealthyUpstream,
     ErrorKind::UpstreamTimeout,
@@ -140,6 +140,9 @@ const ERROR_KINDS: [ErrorKind; 11] = [
     ErrorKind::ClientBodyFailed,
     ErrorKind::ClientTimeout,
     ErrorKind::RateLimited,
+    ErrorKind::IpDenied,
+    ErrorKind::Unauthenticated,
+    ErrorKind::Forbidden,
 ];
 
 impl Metrics {

@@ -183,6 +183,15 @@ pub struct RouteSpec {
     pub service: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<String>,
+    /// Client addresses admitted (CIDRs or single addresses); omitted, every address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Client addresses refused, before `allow` is consulted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny: Option<Vec<String>>,
+    /// Client authentication (API keys, JWTs); its shape and rules live in `crate::auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::auth::AuthSpec>,
 }
 
 fn default_prefix() -> String {
@@ -311,6 +320,9 @@ impl RoutingTable {
                     p.push(format!("{at}.quota: unknown quota {q:?}"));
                 }
             }
+            if let Err(problems) = crate::auth::EdgePolicy::compile(route, &at) {
+                p.extend(problems);
+            }
         }
         for (name, q) in &self.quotas {
             let at = format!("quotas.{name}");
@@ -319,11 +331,11 @@ impl RoutingTable {
             }
             let key_ok = match q.key.split_once(':') {
                 Some(("header", h)) => http::HeaderName::from_bytes(h.as_bytes()).is_ok(),
-                None => q.key == "client_ip" || q.key == "route",
+                None => matches!(q.key.as_str(), "client_ip" | "route" | "identity"),
                 _ => false,
             };
             if !key_ok {
-                p.push(format!("{at}.key: {:?} must be header:NAME, client_ip or route", q.key));
+                p.push(format!("{at}.key: {:?} must be header:NAME, client_ip, route or identity", q.key));
             }
             if q.limit == 0 {
                 p.push(format!("{at}.limit: must be at least 1"));

@@ -89,12 +89,15 @@ pub fn error_response(e: &GatewayError, request_id: &HeaderValue) -> Response<Do
     if let Some(secs) = e.retry_after() {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    if let Some(challenge) = &e.challenge {
+        h.insert(header::WWW_AUTHENTICATE, challenge.clone());
+    }
     resp
 }
 
 async fn proxy(
     gw: &Arc<Gateway>,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
     client_ip: IpAddr,
     request_id: &HeaderValue,
     start: Instant,
@@ -115,6 +118,16 @@ async fn proxy(
         .ok_or_else(|| GatewayError::new(ErrorKind::NoRoute, "no route matches this request"))?;
     let route = &snap.routes[m.route_index];
     let svc = snap.services[route.service].clone();
+    // IP lists and authentication, before any quota or upstream work. A forwarded request passed
+    // them at its origin, which set its identity.
+    if fwd.is_none() {
+        let admitted =
+            crate::auth::admit(route.edge.as_ref(), req.headers_mut(), client_ip, || unix_ms() / 1000);
+        if let Err(e) = admitted {
+            route.metrics.record(e.status().as_u16(), start.elapsed(), Instant::now());
+            return Err(e);
+        }
+    }
     // The origin node counted a forwarded request already.
     if let (Some(quota), None) = (&route.quota, fwd) {
         let decision =

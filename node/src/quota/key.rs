@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderName};
 use meridian_raft_store::quota::MAX_KEY_BYTES;
 
+use crate::auth::X_MERIDIAN_IDENTITY;
+
 /// Where a quota's key comes from (`key` in the table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -15,6 +17,11 @@ pub enum KeySource {
     ClientIp,
     /// `route`: one key for the whole route, its name.
     Route,
+    /// `identity`: who the route's authentication says the client is (the API key's `id`, the
+    /// JWT's `sub`); requests without one share the key `""`. Read from `x-meridian-identity`,
+    /// which the handler sets after authentication and strips from every client request before
+    /// the quota is checked, so a client cannot choose its own key.
+    Identity,
 }
 
 impl KeySource {
@@ -24,6 +31,7 @@ impl KeySource {
             Some(("header", name)) => HeaderName::from_bytes(name.as_bytes()).ok().map(KeySource::Header),
             None if spec == "client_ip" => Some(KeySource::ClientIp),
             None if spec == "route" => Some(KeySource::Route),
+            None if spec == "identity" => Some(KeySource::Identity),
             _ => None,
         }
     }
@@ -38,13 +46,8 @@ impl KeySource {
         f: impl FnOnce(&str) -> R,
     ) -> R {
         match self {
-            KeySource::Header(name) => match headers.get(name) {
-                None => f(""),
-                Some(v) => match std::str::from_utf8(v.as_bytes()) {
-                    Ok(s) if s.len() <= MAX_KEY_BYTES => f(s),
-                    _ => f(&hashed(v.as_bytes())),
-                },
-            },
+            KeySource::Header(name) => header_key(headers, name, f),
+            KeySource::Identity => header_key(headers, &X_MERIDIAN_IDENTITY, f),
             KeySource::ClientIp => {
                 let mut buf = [0u8; 48];
                 let mut cursor = std::io::Cursor::new(&mut buf[..]);
@@ -54,6 +57,16 @@ impl KeySource {
             }
             KeySource::Route => f(route),
         }
+    }
+}
+
+fn header_key<R>(headers: &HeaderMap, name: &HeaderName, f: impl FnOnce(&str) -> R) -> R {
+    match headers.get(name) {
+        None => f(""),
+        Some(v) => match std::str::from_utf8(v.as_bytes()) {
+            Ok(s) if s.len() <= MAX_KEY_BYTES => f(s),
+            _ => f(&hashed(v.as_bytes())),
+        },
     }
 }
 
@@ -82,9 +95,12 @@ mod tests {
         assert_eq!(key("header:x-other"), "");
         assert_eq!(key("client_ip"), "2001:db8::1");
         assert_eq!(key("route"), "r1");
+        assert_eq!(key("identity"), "", "no identity: the shared key");
         assert!(KeySource::parse("cookie:x").is_none());
         h.insert("x-tenant", http::HeaderValue::from_bytes(&[b'a'; 300]).expect("value"));
         let long = key_in(&h, "header:x-tenant");
         assert!(long.starts_with('#') && long.len() == 17, "{long}");
+        h.insert(X_MERIDIAN_IDENTITY, "team-a".parse().expect("value"));
+        assert_eq!(key_in(&h, "identity"), "team-a");
     }
 }
