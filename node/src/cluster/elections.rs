@@ -7,7 +7,9 @@
 //! - a voter that just restarted, before the leader has had time to reach it (the leader may be
 //!   waiting out a failed dial to it); quiet for [`STARTUP_QUIET`];
 //! - a voter cut off from most voters, as gossip sees them (fewer than a majority live, itself
-//!   included); quiet for as long as that lasts, but never more than [`QUIET_AT_MOST`] in a row.
+//!   included); quiet for as long as that lasts, but never more than [`QUIET_AT_MOST`] in a row;
+//! - a voter shutting down: its peer plane stops serving while it drains, so it stops hearing the
+//!   leader — a campaign then would persist a higher term that unseats the leader at its restart.
 //!
 //! Gossip is advisory: here it can only delay an election, never cause one, and the cap means a
 //! broken gossip layer delays one by at most [`QUIET_AT_MOST`]. A quiet voter still votes and
@@ -40,12 +42,17 @@ pub fn hold_back(
     starting || cut_off
 }
 
-pub async fn run(cluster: Arc<Cluster>) {
+pub async fn run(cluster: Arc<Cluster>, mut stop: tokio::sync::watch::Receiver<bool>) {
     // A node that had joined a group before this start is a restart (fresh nodes bootstrap).
     let restarted_at = cluster.raft.is_initialized().await.then(Instant::now);
     let mut quiet_since: Option<Instant> = None;
     let mut enabled = true;
     loop {
+        if *stop.borrow() {
+            cluster.raft.set_elections(false);
+            tracing::info!("raft elections held back: the node is shutting down");
+            return;
+        }
         let now = Instant::now();
         let status = cluster.raft.status();
         let members = cluster.gossip.membership();
@@ -73,7 +80,10 @@ pub async fn run(cluster: Arc<Cluster>) {
                 if enabled { "allowed" } else { "held back" }
             );
         }
-        tokio::time::sleep(CHECK_EVERY).await;
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = stop.changed() => {}
+        }
     }
 }
 

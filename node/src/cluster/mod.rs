@@ -133,7 +133,7 @@ impl Cluster {
             tokio::spawn(bootstrap_then_seed(cluster.clone(), expect, cfg.routes.clone()));
         }
         tokio::spawn(autopilot::run(cluster.clone(), cfg.voter_dead_after));
-        tokio::spawn(elections::run(cluster.clone()));
+        tokio::spawn(elections::run(cluster.clone(), stop.clone()));
         Ok(cluster)
     }
 
