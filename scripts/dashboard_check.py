@@ -123,8 +123,18 @@ def main() -> int:
         for _ in range(20):
             http(data + "/hello")
         http(up_us + "/_control/fail?status=503")
-        for _ in range(20):
+        # Until another region answers: right after start, gossip may not yet carry the other
+        # regions' service health, and until it does there is nowhere to fail over to.
+        forwarded, deadline = 0, time.time() + 15
+        while forwarded < 10 and time.time() < deadline:
             status, headers, _ = http(data + "/hello")
+            region = {k.lower(): v for k, v in headers.items()}.get("x-meridian-region")
+            if status == 200 and region not in (None, "us"):
+                forwarded += 1
+            else:
+                time.sleep(0.1)
+        if forwarded == 0:
+            failures.append("no request was answered by another region while the us upstream failed")
         http(up_us + "/_control/reset")
         limited = [http(data + "/limited", {"x-tenant": "acme"})[0] for _ in range(15)]
         if 429 not in limited:
