@@ -22,11 +22,11 @@ use std::time::Duration;
 use meridian::core::balancer::{self, Candidate};
 use meridian::core::failover::{choose_peer, may_forward, LocalOutcome, PeerView};
 use meridian::core::health::{AttemptOutcome, Census, EndpointHealth, HealthPolicy};
-use meridian::core::limiter::{Allowance, QuotaLimiter};
+use meridian::core::limiter::QuotaLimiter;
 use meridian::core::matcher::RouteMatcher;
 use meridian::core::retry::{is_retriable, Failure, RequestFacts, RetryBudget};
-use meridian::core::table::{self, RoutingTable};
-use meridian_raft_store::quota::{DemandReport, KeyDemand, Lease, QuotaCounts, QuotaState, QuotaTerms};
+use meridian::core::table::{self, QuotaSpec, RoutingTable};
+use meridian_raft_store::quota::{DemandReport, KeyDemand, QuotaCounts, QuotaState, QuotaTerms};
 use tokio::time::Instant;
 
 use crate::faults::{Fault, FaultKind};
@@ -155,6 +155,8 @@ pub struct World {
     pub matcher: RouteMatcher,
     pub policy: HealthPolicy,
     pub quota_terms: Option<QuotaTerms>,
+    /// The quota as the routing table states it (what the node's check reads).
+    pub quota_spec: Option<QuotaSpec>,
     pub stats: Stats,
     pub hot_key: String,
 }
@@ -299,6 +301,7 @@ impl World {
             matcher: RouteMatcher::new(&table),
             policy,
             quota_terms,
+            quota_spec: table.quotas.get("per-tenant").cloned(),
             now: 0,
             rng,
             base: Instant::now(),
@@ -671,17 +674,16 @@ impl World {
     /// The quota check, exactly as the node does it: the local counter over this node's lease for
     /// the window, or its `on_partition` fallback (local_share: limit ÷ live members it sees).
     fn admit(&mut self, node: usize, key: &str) -> bool {
-        let Some(terms) = self.quota_terms.clone() else { return true };
+        let (Some(terms), Some(spec)) = (self.quota_terms.clone(), self.quota_spec.clone()) else {
+            return true;
+        };
         let now_ms = self.now_ms();
-        let live_seen = self.view_of(node).live.iter().filter(|l| **l).count().max(1) as u64;
+        let live_seen = self.view_of(node).live.iter().filter(|l| **l).count() as u64;
         let n = &self.nodes[node];
         let ledger = n.ledger.clone();
         let id = n.id.clone();
         let decision = n.limiter.check(key, now_ms, n.generation, |window| {
-            match ledger.lease(&terms.name, key, &id, window) {
-                Lease::Share { share, hot } => Allowance { share, fallback: false, hot },
-                _ => Allowance { share: terms.limit / live_seen, fallback: true, hot: false },
-            }
+            meridian::quota::allowance(&ledger, &terms.name, &spec, &id, key, window, live_seen)
         });
         let window = now_ms / terms.window_ms;
         let entry = self.stats.admitted.entry((window, key.to_string())).or_default();

@@ -168,21 +168,40 @@ impl QuotaPlane {
         if !self.is_clustered() {
             return Allowance { share: quota.spec.limit, fallback: false, hot: false };
         }
-        let ledger = self.ledger.load();
-        let same_terms = ledger.ledger(&quota.name).is_some_and(|l| l.window_ms == quota.spec.window_ms);
-        match ledger.lease(&quota.name, key, node, window) {
-            Lease::Share { share, hot } if same_terms => Allowance { share, fallback: false, hot },
-            _ => Allowance { share: self.fallback_share(&quota.spec), fallback: true, hot: false },
-        }
+        allowance(&self.ledger.load(), &quota.name, &quota.spec, node, key, window, self.live_members())
     }
 
     /// What this node admits per window per key without a lease.
     pub fn fallback_share(&self, spec: &QuotaSpec) -> u64 {
-        match spec.on_partition {
-            OnPartition::Closed => 0,
-            OnPartition::Open => u64::MAX,
-            OnPartition::LocalShare => spec.limit / self.live_members(),
-        }
+        fallback_share(spec, self.live_members())
+    }
+}
+
+/// What `node` may admit for `key` of quota `name` in `window`: its lease, when the applied
+/// `ledger` holds one under the same terms, else the quota's `on_partition` fallback with `live`
+/// members seen. The node and the simulator both decide with this.
+pub fn allowance(
+    ledger: &QuotaState,
+    name: &str,
+    spec: &QuotaSpec,
+    node: &str,
+    key: &str,
+    window: u64,
+    live: u64,
+) -> Allowance {
+    let same_terms = ledger.ledger(name).is_some_and(|l| l.window_ms == spec.window_ms);
+    match ledger.lease(name, key, node, window) {
+        Lease::Share { share, hot } if same_terms => Allowance { share, fallback: false, hot },
+        _ => Allowance { share: fallback_share(spec, live), fallback: true, hot: false },
+    }
+}
+
+/// What a node admits per window per key without a lease, seeing `live` members.
+pub fn fallback_share(spec: &QuotaSpec, live: u64) -> u64 {
+    match spec.on_partition {
+        OnPartition::Closed => 0,
+        OnPartition::Open => u64::MAX,
+        OnPartition::LocalShare => spec.limit / live.max(1),
     }
 }
 
