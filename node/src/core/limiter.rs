@@ -189,29 +189,46 @@ impl QuotaLimiter {
         loads
     }
 
-    /// Sums one figure over every shard (admin and metrics only: it takes every lock briefly).
-    fn total(&self, f: impl Fn(&Shard) -> u64) -> u64 {
-        let overflow = f(&self.overflow.lock().unwrap_or_else(|p| p.into_inner()).1);
-        self.shards.iter().map(|s| f(&s.0.lock().unwrap_or_else(|p| p.into_inner()))).sum::<u64>() + overflow
+    /// Every count, summed over the shards in one pass (admin, metrics and reports only: it takes
+    /// every lock briefly).
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        let mut add = |s: &Shard| {
+            t.admitted += s.admitted;
+            t.rejected += s.rejected;
+            t.fallback_decisions += s.fallback;
+            t.tracked += s.keys.len() as u64;
+        };
+        for shard in self.shards.iter() {
+            add(&shard.0.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        add(&self.overflow.lock().unwrap_or_else(|p| p.into_inner()).1);
+        t
     }
 
     pub fn admitted(&self) -> u64 {
-        self.total(|s| s.admitted)
+        self.totals().admitted
     }
 
     pub fn rejected(&self) -> u64 {
-        self.total(|s| s.rejected)
-    }
-
-    /// Decisions taken on a fallback share (no valid lease).
-    pub fn fallback_decisions(&self) -> u64 {
-        self.total(|s| s.fallback)
+        self.totals().rejected
     }
 
     /// Keys currently tracked.
     pub fn tracked(&self) -> u64 {
-        self.total(|s| s.keys.len() as u64)
+        self.totals().tracked
     }
+}
+
+/// A limiter's counts since it was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub admitted: u64,
+    pub rejected: u64,
+    /// Decisions taken on a fallback share (no valid lease).
+    pub fallback_decisions: u64,
+    /// Keys currently tracked.
+    pub tracked: u64,
 }
 
 fn count(

@@ -81,7 +81,8 @@ pub fn collect_report(gw: &Gateway, now_ms: u64, elapsed_ms: u64) -> DemandRepor
         for load in limiter.sweep(now_ms, elapsed_ms, room) {
             demands.push(KeyDemand { quota: name.clone(), key: load.key, demand: load.demand });
         }
-        counts.push(QuotaCounts { quota: name, admitted: limiter.admitted(), rejected: limiter.rejected() });
+        let t = limiter.totals();
+        counts.push(QuotaCounts { quota: name, admitted: t.admitted, rejected: t.rejected });
     }
     DemandReport { node: gw.identity.id.clone(), demands, counts }
 }

@@ -23,9 +23,8 @@ pub fn quotas_json(gw: &Gateway) -> Value {
     let limiters = gw.quotas.limiters();
     for (name, q) in &snap.table.quotas {
         let window = now / q.window_ms.max(1);
-        let local = limiters.iter().find(|(n, _)| n == name).map(|(_, l)| l.clone());
-        let (local_admitted, local_rejected) =
-            local.as_ref().map_or((0, 0), |l| (l.admitted(), l.rejected()));
+        let local = limiters.iter().find(|(n, _)| n == name).map(|(_, l)| l.totals()).unwrap_or_default();
+        let (local_admitted, local_rejected) = (local.admitted, local.rejected);
         let mut entry = json!({
             "key": q.key, "limit": q.limit, "window_ms": q.window_ms, "on_partition": q.on_partition,
             "enforced": true,
@@ -85,8 +84,8 @@ pub fn quotas_json(gw: &Gateway) -> Value {
                 "node": gw.identity.id,
                 "admitted": local_admitted,
                 "rejected": local_rejected,
-                "fallback_decisions": local.as_ref().map_or(0, |l| l.fallback_decisions()),
-                "tracked_keys": local.as_ref().map_or(0, |l| l.tracked()),
+                "fallback_decisions": local.fallback_decisions,
+                "tracked_keys": local.tracked,
                 "lease_valid_until_ms": lease_until,
                 "lease_valid": !clustered || lease_until.is_some_and(|u| u > now),
                 "fallback_share": if fallback == u64::MAX { Value::Null } else { json!(fallback) },
@@ -110,7 +109,7 @@ fn partition_bound(policy: OnPartition, fallback: u64) -> Value {
 
 /// Quota metrics in Prometheus text.
 pub fn render_metrics(gw: &Gateway, out: &mut String) {
-    let limiters = gw.quotas.limiters();
+    let limiters: Vec<_> = gw.quotas.limiters().into_iter().map(|(name, l)| (name, l.totals())).collect();
     let snap = gw.snapshot();
     let ledger = gw.quotas.ledger();
     let now = unix_ms();
@@ -119,12 +118,12 @@ pub fn render_metrics(gw: &Gateway, out: &mut String) {
         let _ = writeln!(
             out,
             "meridian_quota_decisions_total{{quota=\"{name}\",decision=\"admitted\"}} {}",
-            l.admitted()
+            l.admitted
         );
         let _ = writeln!(
             out,
             "meridian_quota_decisions_total{{quota=\"{name}\",decision=\"rejected\"}} {}",
-            l.rejected()
+            l.rejected
         );
     }
     out.push_str("# HELP meridian_quota_fallback_decisions_total Decisions taken without a lease (on_partition policy).\n# TYPE meridian_quota_fallback_decisions_total counter\n");
@@ -132,12 +131,12 @@ pub fn render_metrics(gw: &Gateway, out: &mut String) {
         let _ = writeln!(
             out,
             "meridian_quota_fallback_decisions_total{{quota=\"{name}\"}} {}",
-            l.fallback_decisions()
+            l.fallback_decisions
         );
     }
     out.push_str("# HELP meridian_quota_tracked_keys Keys this node counts for a quota.\n# TYPE meridian_quota_tracked_keys gauge\n");
     for (name, l) in &limiters {
-        let _ = writeln!(out, "meridian_quota_tracked_keys{{quota=\"{name}\"}} {}", l.tracked());
+        let _ = writeln!(out, "meridian_quota_tracked_keys{{quota=\"{name}\"}} {}", l.tracked);
     }
     out.push_str("# HELP meridian_quota_lease_valid 1 while this node holds a lease on the current window.\n# TYPE meridian_quota_lease_valid gauge\n");
     let quotas: Vec<_> = snap.as_ref().map(|s| s.table.quotas.iter().collect()).unwrap_or_default();
