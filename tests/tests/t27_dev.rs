@@ -12,9 +12,11 @@ const SIGINT: i32 = 2;
 #[test]
 fn dev_starts_a_ready_cluster_and_ctrl_c_leaves_nothing_listening() {
     let dir = TempDir::new("t27-dev");
-    // Ports of our own, away from the defaults and from other tests (which bind port 0).
-    let base = 42_000 + (std::process::id() % 500) as u16 * 10;
-    let (http, admin, internal) = (base, base + 5_000, base + 10_000);
+    // Fixed ports (dev needs contiguous ones), below Linux's ephemeral range (32768 and up) where
+    // the other tests' port-0 sockets land: 20000-23999 data, 24000-27999 admin, 28000-32061
+    // internal.
+    let base = 20_000 + (std::process::id() % 200) as u16 * 20;
+    let (http, admin, internal) = (base, base + 4_000, base + 8_000);
     let args: Vec<String> = [
         "dev",
         "--base-port",
