@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use crate::admin_tokens::{AdminTokens, Caller, Role};
+use crate::admin_tokens::{Caller, LiveTokens, Role};
 use crate::cluster::writes::WriteFailure;
 use crate::cluster::Cluster;
 use crate::core::table::{self, RoutingTable};
@@ -32,7 +32,7 @@ pub struct Admin {
     /// Present in cluster mode: writes and history go through Raft, views include gossip.
     pub cluster: Option<Arc<Cluster>>,
     /// `None`: no tokens, every caller is `local` with the admin role (loopback only).
-    pub tokens: Option<AdminTokens>,
+    pub tokens: Option<Arc<LiveTokens>>,
     pub started: tokio::time::Instant,
     pub denied: Denied,
 }
@@ -365,6 +365,20 @@ impl Admin {
                     );
                 }
             }
+        }
+        if let Some(t) = &self.tokens {
+            let _ = writeln!(out, "# HELP meridian_admin_tokens Admin tokens in use.\n# TYPE meridian_admin_tokens gauge\nmeridian_admin_tokens {}", t.count());
+            let _ = writeln!(out, "# HELP meridian_admin_token_reloads_total Re-reads of the admin token file after it changed.\n# TYPE meridian_admin_token_reloads_total counter");
+            let _ = writeln!(
+                out,
+                "meridian_admin_token_reloads_total{{result=\"ok\"}} {}",
+                t.reloads_ok.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "meridian_admin_token_reloads_total{{result=\"error\"}} {}",
+                t.reloads_failed.load(Ordering::Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP meridian_admin_denied_total Admin requests refused: no or unknown token, or a write with a read-only token.\n# TYPE meridian_admin_denied_total counter");
         let _ = writeln!(

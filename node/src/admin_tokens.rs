@@ -15,9 +15,13 @@
 //! compared with every digest without an early exit, so timing says nothing about which token or
 //! how much of it matched.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::bail;
+use arc_swap::ArcSwap;
 use ring::digest;
 
 /// Shortest token accepted: 16 characters.
@@ -161,6 +165,73 @@ impl AdminTokens {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// The tokens in use, swapped whole when the file changes, and how reloads went.
+#[derive(Debug)]
+pub struct LiveTokens {
+    current: ArcSwap<AdminTokens>,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+impl LiveTokens {
+    pub fn new(tokens: AdminTokens) -> Arc<LiveTokens> {
+        Arc::new(LiveTokens {
+            current: ArcSwap::from_pointee(tokens),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+        })
+    }
+
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Option<Caller> {
+        self.current.load().authenticate(authorization)
+    }
+
+    pub fn count(&self) -> usize {
+        self.current.load().len()
+    }
+}
+
+/// What identifies a version of the file without reading it: length and modification time.
+fn fingerprint(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// Re-reads the token file whenever it changes (checked every `every`), so tokens are added,
+/// revoked or rotated without a restart. A file that does not parse leaves the tokens in use
+/// as they are (logged and counted) and is tried again on the next change.
+pub async fn watch(
+    path: PathBuf,
+    live: Arc<LiveTokens>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut seen = fingerprint(&path);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = fingerprint(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match AdminTokens::load(&path) {
+            Ok(tokens) => {
+                let n = tokens.len();
+                live.current.store(Arc::new(tokens));
+                live.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(path = %path.display(), tokens = n, "admin tokens reloaded");
+            }
+            Err(e) => {
+                live.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %format!("{e:#}"), "admin token file unusable; keeping the tokens in use");
+            }
+        }
     }
 }
 

@@ -162,6 +162,8 @@ pub struct NodeConfig {
     pub routes: Option<PathBuf>,
     /// Named admin tokens and their roles; `None`: the (loopback) admin API is open.
     pub admin_tokens: Option<crate::admin_tokens::AdminTokens>,
+    /// Where they came from; re-read when it changes.
+    pub admin_token_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_in_flight: u32,
@@ -274,6 +276,7 @@ impl NodeConfig {
             tls_dir: s.tls_dir,
             routes: s.routes,
             admin_tokens,
+            admin_token_file: s.admin_token_file.clone(),
             log_format,
             log_level: s.log_level.unwrap_or_else(|| "info".to_string()),
             max_in_flight: s.max_in_flight.unwrap_or(10_000),

@@ -90,10 +90,19 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         cfg.drain_timeout,
         "http",
     );
+    let tokens = cfg.admin_tokens.clone().map(crate::admin_tokens::LiveTokens::new);
+    if let (Some(live), Some(path)) = (&tokens, &cfg.admin_token_file) {
+        tokio::spawn(crate::admin_tokens::watch(
+            path.clone(),
+            live.clone(),
+            std::time::Duration::from_secs(1),
+            stop_rx.clone(),
+        ));
+    }
     let admin_state = Arc::new(Admin {
         gw: gw.clone(),
         cluster: cluster.clone(),
-        tokens: cfg.admin_tokens.clone(),
+        tokens,
         started: tokio::time::Instant::now(),
         denied: Default::default(),
     });
