@@ -165,7 +165,7 @@ fn a_forged_member_is_dialled_but_gets_no_request() {
         datagrams.load(Ordering::Relaxed)
     );
     assert!(
-        matches!(r.status, 502 | 503 | 504),
+        (502..=504).contains(&r.status),
         "the impostor must not be able to answer: {} {}",
         r.status,
         r.text()
