@@ -186,3 +186,41 @@ fn a_forged_member_is_dialled_but_gets_no_request() {
     let _ = reader.join();
     rt.block_on(spy.leave());
 }
+
+#[test]
+fn a_forged_member_cannot_take_a_voter_seat_at_bootstrap() {
+    let dir = TempDir::new("t99-bootstrap");
+    let up = Upstream::start("up", dir.path());
+    let tls = make_certs(dir.path(), "tls", &["n1", "n2"]);
+    let table = simple_table("us", &[up.url()], json!({}));
+    let spec = ClusterSpec::new(&dir, &tls, &table, 2);
+    let n1 = spec.start("n1", "us", &[]);
+
+    phase("an impostor with the lowest id joins gossip first; with --expect 2 it would complete the count");
+    let trap = UdpSocket::bind("127.0.0.1:0").expect("trap socket");
+    let rt = runtime();
+    let spy = rt.block_on(join(
+        "a-impostor",
+        n1.gossip,
+        NodeFacts {
+            region: "us".into(),
+            peer_addr: trap.local_addr().expect("addr").to_string(),
+            ..Default::default()
+        },
+    ));
+    eventually(
+        Duration::from_secs(10),
+        || n1.member("a-impostor").is_some_and(|m| m["live"] == true),
+        "n1 sees the impostor",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!n1.is_ready(), "n1 bootstrapped Raft with an unproven member: {:?}", n1.try_cluster());
+
+    phase("the second real node arrives: the group forms of the two certified nodes only");
+    let n2 = spec.start("n2", "us", &[n1.gossip]);
+    wait_cluster_ready(&[&n1, &n2], Duration::from_secs(20));
+    let (voters, learners) = n1.raft_members();
+    assert_eq!(voters, vec!["n1".to_string(), "n2".to_string()], "learners: {learners:?}");
+    assert!(!learners.contains(&"a-impostor".to_string()), "{learners:?}");
+    rt.block_on(spy.leave());
+}
