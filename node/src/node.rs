@@ -13,6 +13,8 @@ use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::core::table::{self, RoutingTable};
 use crate::gateway::{Gateway, Identity, Limits};
+use crate::proxy::handler;
+use crate::proxy::headers::Scheme;
 use crate::server::{self, ConnLimits};
 
 /// Read a routing-table file, JSON or TOML by extension (`.toml`), JSON otherwise.
@@ -79,13 +81,13 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let conn_limits = ConnLimits {
         header_read_timeout: cfg.header_read_timeout,
         max_header_bytes: cfg.max_header_bytes,
-        allow_h2c: true,
+        allow_h2: true,
     };
     let data_gw = gw.clone();
     let data = server::serve(
         http,
         conn_limits.clone(),
-        move |req, peer: SocketAddr| crate::proxy::handler::handle(data_gw.clone(), req, peer),
+        move |req, peer: SocketAddr| handler::handle(data_gw.clone(), req, peer, Scheme::Http),
         stopped(stop_rx.clone()),
         cfg.drain_timeout,
         "http",
@@ -98,7 +100,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     });
     let admin_srv = server::serve(
         admin,
-        ConnLimits { allow_h2c: false, ..conn_limits },
+        ConnLimits { allow_h2: false, ..conn_limits },
         move |req, _peer| admin_state.clone().handle(req),
         stopped(stop_rx.clone()),
         std::time::Duration::from_secs(2),
