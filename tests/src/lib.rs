@@ -205,6 +205,8 @@ pub struct Node {
     pub proc: Proc,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// The HTTPS listener, when the node was started with `--https`.
+    pub https: Option<SocketAddr>,
 }
 
 impl Node {
@@ -218,7 +220,8 @@ impl Node {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn(id, &args, &[("MERIDIAN_LOG_LEVEL", "info,meridian=debug")], dir);
         let line = proc.wait_line("listening", Duration::from_secs(20));
-        Node { http: addr_in(&line, "http"), admin: addr_in(&line, "admin"), proc }
+        let https = line.contains(" https=").then(|| addr_in(&line, "https"));
+        Node { http: addr_in(&line, "http"), admin: addr_in(&line, "admin"), https, proc }
     }
 
     pub fn get(&self, path: &str) -> Response {
@@ -454,7 +457,8 @@ impl Node {
             }
             a
         };
-        Node { http: loopback(addr_in(&line, "http")), admin: loopback(addr_in(&line, "admin")), proc }
+        let https = line.contains(" https=").then(|| loopback(addr_in(&line, "https")));
+        Node { http: loopback(addr_in(&line, "http")), admin: loopback(addr_in(&line, "admin")), https, proc }
     }
 
     /// Start a node in region `region` serving `table`, written to `routes.json` in `dir`.
