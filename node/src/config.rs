@@ -354,7 +354,7 @@ fn https_config(s: &NodeSettings) -> anyhow::Result<Option<HttpsConfig>> {
 }
 
 /// `https_min_tls = 1.2` and `= "1.2"` in the TOML file mean the same; flags and the environment
-/// are strings anyway. The number is rendered back with one decimal so 1.2 stays "1.2".
+/// are strings anyway. A number is rendered back exactly (1.2 as "1.2", 1.25 as "1.25").
 fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -364,7 +364,7 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
     }
     Ok(Some(match Raw::deserialize(d)? {
         Raw::Text(t) => t,
-        Raw::Number(n) => format!("{n:.1}"),
+        Raw::Number(n) => n.to_string(),
     }))
 }
 
@@ -449,6 +449,14 @@ mod tests {
         let h = NodeConfig::resolve(NodeSettings::default(), Some(&file)).expect("valid").https.expect("on");
         assert_eq!(h.min_tls, MinTls::Tls13, "a TOML number works as well as a string");
         assert_eq!(h.cert_dir, PathBuf::from("/c"));
+        std::fs::write(
+            &file,
+            "id = \"n\"\nregion = \"eu\"\nhttps = \"127.0.0.1:8443\"\nhttps_cert_dir = \"/c\"\n\
+             https_min_tls = 1.25\n",
+        )
+        .expect("write");
+        let e = format!("{:#}", NodeConfig::resolve(NodeSettings::default(), Some(&file)).unwrap_err());
+        assert!(e.contains("https_min_tls") && e.contains("1.25"), "{e}");
         std::fs::write(&file, "id = \"n\"\nregion = \"eu\"\nhttps_cert = \"/c\"\n").expect("write");
         let e = format!("{:#}", NodeConfig::resolve(NodeSettings::default(), Some(&file)).unwrap_err());
         assert!(e.contains("https_cert"), "{e}");

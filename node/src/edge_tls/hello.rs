@@ -11,8 +11,10 @@
 
 use super::MinTls;
 
-/// A ClientHello larger than this is not inspected (rustls has its own limits).
-pub const MAX_HELLO: usize = 64 * 1024;
+/// A ClientHello larger than this is not inspected; rustls, with its own limits, judges it.
+/// Real ones are 0.3–3 KiB (post-quantum key shares included); the cap bounds what a slow
+/// client can make the listener buffer before the handshake timeout.
+pub const MAX_HELLO: usize = 16 * 1024;
 
 const CONTENT_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;

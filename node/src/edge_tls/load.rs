@@ -44,7 +44,10 @@ pub enum LoadError {
     BadCert { path: PathBuf, why: String },
     #[error("{path}: {why}")]
     BadKey { path: PathBuf, why: String },
-    #[error("{key} is not the private key of the certificate in {cert} (their public keys differ)")]
+    #[error(
+        "{key} is not the private key of the certificate in {cert} (their public keys differ; \
+         the leaf must come first in the .pem)"
+    )]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("building the TLS configuration: {0}")]
     Config(rustls::Error),
