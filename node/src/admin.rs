@@ -335,6 +335,7 @@ impl Admin {
         let mut out = String::with_capacity(8192);
         self.gw.metrics.render(&mut out);
         crate::quota::view::render_metrics(&self.gw, &mut out);
+        crate::edge_tls::render_metrics(&self.gw, &mut out);
         let gw = &self.gw;
         let version = gw.snapshot().map_or(0, |s| s.version);
         let _ = writeln!(out, "# HELP meridian_in_flight Requests being served by this node.\n# TYPE meridian_in_flight gauge\nmeridian_in_flight {}", gw.in_flight.load(Ordering::Relaxed));

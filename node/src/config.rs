@@ -9,6 +9,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Deserialize;
 
+use crate::edge_tls::{HttpsConfig, MinTls};
+
 /// Every setting of `meridian node`. All optional here so a flag, the environment and the file
 /// can each supply any of them; `NodeConfig::resolve` applies defaults and checks.
 #[derive(Debug, Default, Clone, Args, Deserialize)]
@@ -23,6 +25,19 @@ pub struct NodeSettings {
     /// Data-plane listen address [default: 0.0.0.0:8080].
     #[arg(long, env = "MERIDIAN_HTTP")]
     pub http: Option<SocketAddr>,
+    /// Data-plane listen address for HTTPS (TLS; HTTP/1.1 and HTTP/2 by ALPN) [default: off].
+    #[arg(long, env = "MERIDIAN_HTTPS")]
+    pub https: Option<SocketAddr>,
+    /// Directory of certificate pairs for --https: NAME.pem (chain, leaf first) and NAME.key.
+    #[arg(long, env = "MERIDIAN_HTTPS_CERT_DIR")]
+    pub https_cert_dir: Option<PathBuf>,
+    /// Lowest TLS version --https accepts: 1.2 or 1.3 [default: 1.2].
+    #[arg(long, env = "MERIDIAN_HTTPS_MIN_TLS")]
+    #[serde(default, deserialize_with = "string_or_number")]
+    pub https_min_tls: Option<String>,
+    /// How often --https-cert-dir is checked for changes, in ms [default: 2000].
+    #[arg(long, env = "MERIDIAN_HTTPS_RELOAD_MS")]
+    pub https_reload_ms: Option<u64>,
     /// Admin listen address [default: 127.0.0.1:9901].
     #[arg(long, env = "MERIDIAN_ADMIN")]
     pub admin: Option<SocketAddr>,
@@ -110,6 +125,10 @@ impl NodeSettings {
             id,
             region,
             http,
+            https,
+            https_cert_dir,
+            https_min_tls,
+            https_reload_ms,
             admin,
             gossip,
             peer,
@@ -151,6 +170,8 @@ pub struct NodeConfig {
     pub id: String,
     pub region: String,
     pub http: SocketAddr,
+    /// The TLS listener of the data plane, when `--https` is set.
+    pub https: Option<HttpsConfig>,
     pub admin: SocketAddr,
     pub gossip: SocketAddr,
     pub peer: SocketAddr,
@@ -207,6 +228,7 @@ impl NodeConfig {
     }
 
     fn validate(s: NodeSettings) -> anyhow::Result<NodeConfig> {
+        let https = https_config(&s)?;
         let id = s.id.context("--id (MERIDIAN_ID, config key `id`) is required")?;
         check_name("id", &id)?;
         let region = s.region.context("--region (MERIDIAN_REGION, config key `region`) is required")?;
@@ -267,6 +289,7 @@ impl NodeConfig {
             id,
             region,
             http: s.http.unwrap_or_else(|| sock("0.0.0.0:8080")),
+            https,
             admin,
             gossip: s.gossip.unwrap_or_else(|| sock("0.0.0.0:7946")),
             peer: s.peer.unwrap_or_else(|| sock("0.0.0.0:7947")),
@@ -294,6 +317,51 @@ impl NodeConfig {
             voter_dead_after: ms(s.voter_dead_after_ms, 30_000, "voter_dead_after_ms")?,
         })
     }
+}
+
+/// The `https*` settings: all or nothing. The other three without `https` are refused rather than
+/// ignored, so a typo in the one that switches HTTPS on does not silently leave it off.
+fn https_config(s: &NodeSettings) -> anyhow::Result<Option<HttpsConfig>> {
+    let Some(addr) = s.https else {
+        let stray = [
+            ("https_cert_dir", s.https_cert_dir.is_some()),
+            ("https_min_tls", s.https_min_tls.is_some()),
+            ("https_reload_ms", s.https_reload_ms.is_some()),
+        ];
+        if let Some((name, _)) = stray.iter().find(|(_, set)| *set) {
+            bail!("{name}: set without --https (MERIDIAN_HTTPS, config key `https`), which turns HTTPS on");
+        }
+        return Ok(None);
+    };
+    let cert_dir = s.https_cert_dir.clone().context(
+        "https_cert_dir: --https needs --https-cert-dir (MERIDIAN_HTTPS_CERT_DIR, config key `https_cert_dir`), \
+         a directory of NAME.pem / NAME.key certificate pairs",
+    )?;
+    let min_tls = match s.https_min_tls.as_deref().map(str::trim).unwrap_or("1.2") {
+        "1.2" => MinTls::Tls12,
+        "1.3" => MinTls::Tls13,
+        other => bail!("https_min_tls: {other:?} must be 1.2 or 1.3 (older versions are never accepted)"),
+    };
+    let reload_ms = s.https_reload_ms.unwrap_or(2_000);
+    if !(100..=3_600_000).contains(&reload_ms) {
+        bail!("https_reload_ms: {reload_ms} must be between 100 and 3600000");
+    }
+    Ok(Some(HttpsConfig { addr, cert_dir, min_tls, reload_interval: Duration::from_millis(reload_ms) }))
+}
+
+/// `https_min_tls = 1.2` and `= "1.2"` in the TOML file mean the same; flags and the environment
+/// are strings anyway. A number is rendered back exactly (1.2 as "1.2", 1.25 as "1.25").
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(f64),
+    }
+    Ok(Some(match Raw::deserialize(d)? {
+        Raw::Text(t) => t,
+        Raw::Number(n) => n.to_string(),
+    }))
 }
 
 fn sock(s: &str) -> SocketAddr {
@@ -330,6 +398,65 @@ mod tests {
         s.admin = Some(sock("0.0.0.0:9901"));
         let e = NodeConfig::validate(s).unwrap_err().to_string();
         assert!(e.contains("admin"), "{e}");
+    }
+
+    #[test]
+    fn https_settings_are_all_or_nothing_and_checked() {
+        assert!(NodeConfig::validate(base()).expect("valid").https.is_none(), "HTTPS is off by default");
+        let mut s = base();
+        s.https = Some(sock("127.0.0.1:8443"));
+        let e = NodeConfig::validate(s.clone()).unwrap_err().to_string();
+        assert!(e.starts_with("https_cert_dir:"), "{e}");
+        s.https_cert_dir = Some(PathBuf::from("/etc/meridian/certs"));
+        let h = NodeConfig::validate(s.clone()).expect("valid").https.expect("https on");
+        assert_eq!(h.addr, sock("127.0.0.1:8443"));
+        assert_eq!(h.min_tls, MinTls::Tls12);
+        assert_eq!(h.reload_interval, Duration::from_millis(2000));
+        s.https_min_tls = Some("1.3".into());
+        s.https_reload_ms = Some(250);
+        let h = NodeConfig::validate(s.clone()).expect("valid").https.expect("https on");
+        assert_eq!((h.min_tls, h.reload_interval), (MinTls::Tls13, Duration::from_millis(250)));
+        for (bad, name) in [("1.1", "https_min_tls"), ("1.0", "https_min_tls"), ("tls1.2", "https_min_tls")] {
+            let mut t = s.clone();
+            t.https_min_tls = Some(bad.into());
+            let e = NodeConfig::validate(t).unwrap_err().to_string();
+            assert!(e.starts_with(name), "{e}");
+        }
+        let mut t = s.clone();
+        t.https_reload_ms = Some(0);
+        assert!(NodeConfig::validate(t).unwrap_err().to_string().starts_with("https_reload_ms"));
+        // The other three without `https` are refused, naming themselves.
+        let mut t = base();
+        t.https_reload_ms = Some(500);
+        assert!(NodeConfig::validate(t).unwrap_err().to_string().starts_with("https_reload_ms"));
+    }
+
+    #[test]
+    fn https_keys_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("meridian-config-https-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("node.toml");
+        std::fs::write(
+            &file,
+            "id = \"n\"\nregion = \"eu\"\nhttps = \"127.0.0.1:8443\"\nhttps_cert_dir = \"/c\"\n\
+             https_min_tls = 1.3\nhttps_reload_ms = 5000\n",
+        )
+        .expect("write");
+        let h = NodeConfig::resolve(NodeSettings::default(), Some(&file)).expect("valid").https.expect("on");
+        assert_eq!(h.min_tls, MinTls::Tls13, "a TOML number works as well as a string");
+        assert_eq!(h.cert_dir, PathBuf::from("/c"));
+        std::fs::write(
+            &file,
+            "id = \"n\"\nregion = \"eu\"\nhttps = \"127.0.0.1:8443\"\nhttps_cert_dir = \"/c\"\n\
+             https_min_tls = 1.25\n",
+        )
+        .expect("write");
+        let e = format!("{:#}", NodeConfig::resolve(NodeSettings::default(), Some(&file)).unwrap_err());
+        assert!(e.contains("https_min_tls") && e.contains("1.25"), "{e}");
+        std::fs::write(&file, "id = \"n\"\nregion = \"eu\"\nhttps_cert = \"/c\"\n").expect("write");
+        let e = format!("{:#}", NodeConfig::resolve(NodeSettings::default(), Some(&file)).unwrap_err());
+        assert!(e.contains("https_cert"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub struct Gateway {
     store: Mutex<RouteStore>,
     /// Set once in cluster mode; failover reads it (never on the plain request path).
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// Set once when `--https` is on; only `/metrics` reads it here.
+    edge_tls: std::sync::OnceLock<Arc<crate::edge_tls::EdgeTls>>,
 }
 
 impl Gateway {
@@ -139,6 +141,7 @@ impl Gateway {
             registry: Mutex::new(Registry::default()),
             store: Mutex::new(RouteStore::default()),
             cluster: std::sync::OnceLock::new(),
+            edge_tls: std::sync::OnceLock::new(),
         })
     }
 
@@ -148,6 +151,14 @@ impl Gateway {
 
     pub fn cluster(&self) -> Option<Arc<crate::cluster::Cluster>> {
         self.cluster.get().cloned()
+    }
+
+    pub fn set_edge_tls(&self, tls: Arc<crate::edge_tls::EdgeTls>) {
+        let _ = self.edge_tls.set(tls);
+    }
+
+    pub fn edge_tls(&self) -> Option<&Arc<crate::edge_tls::EdgeTls>> {
+        self.edge_tls.get()
     }
 
     /// The snapshot requests are served from right now.

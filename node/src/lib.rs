@@ -7,6 +7,7 @@
 //! - [`gateway`]: the node's shared state; routing snapshots swapped atomically.
 //! - [`proxy`]: the request path (handler, upstream pool, body types, header rules).
 //! - [`server`]: the accept loop with limits and graceful drain, shared by the data plane and admin.
+//! - [`edge_tls`]: TLS termination of the data plane (`--https`): SNI certificates, hot reload.
 //! - [`admin`]: the admin API; [`metrics`]: counters and latency histograms.
 //! - [`health_check`]: active probes of local endpoints.
 //! - [`quota`]: global rate limits: per-request checks, the ledger's leases, demand reports.
@@ -25,6 +26,7 @@ pub mod core;
 pub mod ctl;
 pub mod demo_upstream;
 pub mod dev;
+pub mod edge_tls;
 pub mod error;
 pub mod forward;
 pub mod gateway;

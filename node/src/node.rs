@@ -6,13 +6,18 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::admin::Admin;
 use crate::cluster::Cluster;
 use crate::config::NodeConfig;
 use crate::core::table::{self, RoutingTable};
+use crate::edge_tls::accept::TlsHandshake;
+use crate::edge_tls::reload::{self, Reloader};
+use crate::edge_tls::EdgeTls;
 use crate::gateway::{Gateway, Identity, Limits};
+use crate::proxy::handler;
+use crate::proxy::headers::Scheme;
 use crate::server::{self, ConnLimits};
 
 /// Read a routing-table file, JSON or TOML by extension (`.toml`), JSON otherwise.
@@ -48,6 +53,18 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         }
     }
 
+    // Like a bad table, a bad certificate directory stops the node before it binds anything.
+    let edge_tls = match &cfg.https {
+        Some(https) => {
+            let (tls, fingerprint) = EdgeTls::load(https, cfg.header_read_timeout)
+                .with_context(|| format!("https_cert_dir: loading {}", https.cert_dir.display()))?;
+            let tls = Arc::new(tls);
+            gw.set_edge_tls(tls.clone());
+            Some((tls, Reloader::new(fingerprint), https.clone()))
+        }
+        None => None,
+    };
+
     // Installed before the listening line is printed: a signal sent the moment a supervisor sees
     // that line must find a handler, not the default action.
     let signals = Signals::install()?;
@@ -57,11 +74,22 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let admin = TcpListener::bind(cfg.admin)
         .await
         .with_context(|| format!("binding the admin API to {}", cfg.admin))?;
+    let https = match &edge_tls {
+        Some((_, _, https)) => Some(
+            TcpListener::bind(https.addr)
+                .await
+                .with_context(|| format!("binding the HTTPS data plane to {}", https.addr))?,
+        ),
+        None => None,
+    };
     let http_addr = http.local_addr()?;
     let admin_addr = admin.local_addr()?;
+    let https_addr = https.as_ref().map(TcpListener::local_addr).transpose()?;
     // One stable line on stdout so scripts and tests can find the bound ports (port 0 works).
-    println!("meridian node {} listening http={http_addr} admin={admin_addr}", cfg.id);
-    tracing::info!(id = %cfg.id, region = %cfg.region, %http_addr, %admin_addr, "node started");
+    // ` https=ADDR` is appended when HTTPS is on; the rest of the line never changes.
+    let https_part = https_addr.map(|a| format!(" https={a}")).unwrap_or_default();
+    println!("meridian node {} listening http={http_addr} admin={admin_addr}{https_part}", cfg.id);
+    tracing::info!(id = %cfg.id, region = %cfg.region, %http_addr, %admin_addr, ?https_addr, "node started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let cluster = if cfg.clustered() {
@@ -70,22 +98,23 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         None
     };
     // SIGHUP re-reads the routes file only for a standalone node; a cluster changes its table
-    // through the admin API.
+    // through the admin API. It also re-reads the HTTPS certificate directory at once.
     let reload = if cluster.is_none() { cfg.routes.clone() } else { None };
-    tokio::spawn(signals.run(stop_tx, gw.clone(), reload));
+    let certs_hup = Arc::new(Notify::new());
+    tokio::spawn(signals.run(stop_tx, gw.clone(), reload, certs_hup.clone()));
     tokio::spawn(crate::health_check::run(gw.clone(), stop_rx.clone()));
     tokio::spawn(crate::quota::rounds::run(gw.clone()));
 
     let conn_limits = ConnLimits {
         header_read_timeout: cfg.header_read_timeout,
         max_header_bytes: cfg.max_header_bytes,
-        allow_h2c: true,
+        allow_h2: true,
     };
     let data_gw = gw.clone();
     let data = server::serve(
         http,
         conn_limits.clone(),
-        move |req, peer: SocketAddr| crate::proxy::handler::handle(data_gw.clone(), req, peer),
+        move |req, peer: SocketAddr| handler::handle(data_gw.clone(), req, peer, Scheme::Http),
         stopped(stop_rx.clone()),
         cfg.drain_timeout,
         "http",
@@ -99,6 +128,33 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             stop_rx.clone(),
         ));
     }
+    let https_srv = match (edge_tls, https) {
+        (Some((tls, reloader, settings)), Some(listener)) => {
+            tokio::spawn(reload::run(
+                tls.clone(),
+                reloader,
+                settings.reload_interval,
+                certs_hup,
+                stop_rx.clone(),
+            ));
+            let https_gw = gw.clone();
+            Some(server::serve_with(
+                listener,
+                TlsHandshake(tls),
+                conn_limits.clone(),
+                move |req, peer: SocketAddr| handler::handle(https_gw.clone(), req, peer, Scheme::Https),
+                stopped(stop_rx.clone()),
+                cfg.drain_timeout,
+                "https",
+            ))
+        }
+        _ => None,
+    };
+    let https_srv = async move {
+        if let Some(srv) = https_srv {
+            srv.await;
+        }
+    };
     let admin_state = Arc::new(Admin {
         gw: gw.clone(),
         cluster: cluster.clone(),
@@ -108,13 +164,13 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     });
     let admin_srv = server::serve(
         admin,
-        ConnLimits { allow_h2c: false, ..conn_limits },
+        ConnLimits { allow_h2: false, ..conn_limits },
         move |req, _peer| admin_state.clone().handle(req),
         stopped(stop_rx.clone()),
         std::time::Duration::from_secs(2),
         "admin",
     );
-    tokio::join!(data, admin_srv);
+    tokio::join!(data, https_srv, admin_srv);
     if let Some(c) = cluster {
         c.shutdown().await;
     }
@@ -126,7 +182,8 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// SIGTERM/SIGINT start a graceful stop; SIGHUP re-reads the routes file.
+/// SIGTERM/SIGINT start a graceful stop; SIGHUP re-reads the routes file and the HTTPS
+/// certificate directory.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -143,12 +200,20 @@ impl Signals {
         })
     }
 
-    async fn run(mut self, stop: watch::Sender<bool>, gw: Arc<Gateway>, routes: Option<std::path::PathBuf>) {
+    async fn run(
+        mut self,
+        stop: watch::Sender<bool>,
+        gw: Arc<Gateway>,
+        routes: Option<std::path::PathBuf>,
+        certs: Arc<Notify>,
+    ) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => break,
                 _ = self.int.recv() => break,
                 _ = self.hup.recv() => {
+                    // Picked up by the certificate reload task, when HTTPS is on.
+                    certs.notify_one();
                     let Some(path) = &routes else { continue };
                     match load_table(path).and_then(|t| gw.write_table(t, None, "reload", "routes-file").map_err(Into::into)) {
                         Ok(v) => tracing::info!(version = v, path = %path.display(), "routes file reloaded"),

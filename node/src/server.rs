@@ -1,8 +1,9 @@
-//! The accept loop shared by the data plane and the admin listener.
+//! The accept loop shared by the data plane (plain and TLS) and the admin listener.
 //!
 //! `serve` owns a listener until `shutdown` resolves, then stops accepting and gives in-flight
 //! connections up to `drain` to finish (HTTP/1 connections close after their current response,
-//! HTTP/2 ones get a GOAWAY).
+//! HTTP/2 ones get a GOAWAY). `serve_with` is the same loop with a `Handshake` step between
+//! accepting a connection and serving HTTP on it: none for plain listeners, TLS for `--https`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,7 +16,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Debug, Clone)]
 pub struct ConnLimits {
@@ -23,10 +25,33 @@ pub struct ConnLimits {
     pub header_read_timeout: Duration,
     /// Largest request head accepted; larger ones get 431.
     pub max_header_bytes: usize,
-    /// Accept HTTP/2 with prior knowledge (h2c) beside HTTP/1.1.
-    pub allow_h2c: bool,
+    /// Accept HTTP/2 beside HTTP/1.1: with prior knowledge (h2c) on a plain listener, after
+    /// ALPN `h2` (or with prior knowledge) on a TLS one.
+    pub allow_h2: bool,
 }
 
+/// What turns an accepted TCP connection into the byte stream HTTP is served on. It runs in the
+/// connection's own task, so a slow handshake never holds up the accept loop, and it is bounded
+/// and accounted for by the implementation; `None` drops the connection.
+pub trait Handshake: Clone + Send + Sync + 'static {
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    fn handshake(&self, tcp: TcpStream, peer: SocketAddr) -> impl Future<Output = Option<Self::Io>> + Send;
+}
+
+/// Plain HTTP: the TCP stream as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct PlainTcp;
+
+impl Handshake for PlainTcp {
+    type Io = TcpStream;
+
+    fn handshake(&self, tcp: TcpStream, _peer: SocketAddr) -> impl Future<Output = Option<TcpStream>> + Send {
+        std::future::ready(Some(tcp))
+    }
+}
+
+/// Serve plain HTTP on `listener`.
 pub async fn serve<H, Fut, B>(
     listener: TcpListener,
     limits: ConnLimits,
@@ -35,6 +60,26 @@ pub async fn serve<H, Fut, B>(
     drain: Duration,
     plane: &'static str,
 ) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_with(listener, PlainTcp, limits, handler, shutdown, drain, plane).await
+}
+
+/// Serve HTTP on `listener` after `handshake` on each connection. The header read timeout
+/// starts once the handshake is done.
+pub async fn serve_with<S, H, Fut, B>(
+    listener: TcpListener,
+    handshake: S,
+    limits: ConnLimits,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+    plane: &'static str,
+) where
+    S: Handshake,
     H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
@@ -52,7 +97,7 @@ pub async fn serve<H, Fut, B>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(1024);
-    let builder = if limits.allow_h2c { builder } else { builder.http1_only() };
+    let builder = if limits.allow_h2 { builder } else { builder.http1_only() };
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -75,9 +120,13 @@ pub async fn serve<H, Fut, B>(
             async move { Ok::<_, Infallible>(fut.await) }
         });
         let builder = builder.clone();
+        // Taken before the handshake: a drain waits for connections still shaking hands too,
+        // and those are shut down gracefully as soon as they are served.
         let watcher = graceful.watcher();
         let header_timeout = limits.header_read_timeout;
+        let handshake = handshake.clone();
         tokio::spawn(async move {
+            let Some(stream) = handshake.handshake(stream, peer).await else { return };
             let io = TokioIo::new(PrefaceDeadline::new(stream, header_timeout));
             let conn = builder.serve_connection(io, svc).into_owned();
             if let Err(e) = watcher.watch(conn).await {

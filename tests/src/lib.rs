@@ -205,6 +205,8 @@ pub struct Node {
     pub proc: Proc,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// The HTTPS listener, when the node was started with `--https`.
+    pub https: Option<SocketAddr>,
     /// `Bearer <token>` for `admin_get`: the first admin token of the node's
     /// `--admin-token-file`, when it has one.
     pub admin_bearer: Option<String>,
@@ -239,7 +241,8 @@ impl Node {
         let mut proc = Proc::spawn(id, &args, &[("MERIDIAN_LOG_LEVEL", "info,meridian=debug")], dir);
         let line = proc.wait_line("listening", Duration::from_secs(20));
         let admin_bearer = admin_bearer_of(&args);
-        Node { http: addr_in(&line, "http"), admin: addr_in(&line, "admin"), proc, admin_bearer }
+        let https = line.contains(" https=").then(|| addr_in(&line, "https"));
+        Node { http: addr_in(&line, "http"), admin: addr_in(&line, "admin"), https, proc, admin_bearer }
     }
 
     pub fn get(&self, path: &str) -> Response {
@@ -487,9 +490,11 @@ impl Node {
             a
         };
         let admin_bearer = admin_bearer_of(&args);
+        let https = line.contains(" https=").then(|| loopback(addr_in(&line, "https")));
         Node {
             http: loopback(addr_in(&line, "http")),
             admin: loopback(addr_in(&line, "admin")),
+            https,
             proc,
             admin_bearer,
         }

@@ -13,6 +13,7 @@ use crate::gateway::Gateway;
 use crate::peer::{frame, PeerCall};
 use crate::proxy::body::ClientBody;
 use crate::proxy::handler::{self, Forwarded};
+use crate::proxy::headers::Scheme;
 
 /// Longest deadline a forwarded request may claim.
 const MAX_DEADLINE: Duration = Duration::from_secs(3600);
@@ -64,7 +65,8 @@ pub async fn serve(gw: Arc<Gateway>, call: PeerCall) {
     *req.headers_mut() = headers;
     let deadline = Instant::now() + Duration::from_millis(head.deadline_ms).min(MAX_DEADLINE);
     let fwd = Forwarded { from: from.clone(), visited: head.visited.clone(), deadline };
-    let resp = handler::respond(gw, req, client_ip, Some(fwd)).await;
+    // The scheme is the origin's, already in the forwarded x-forwarded-proto.
+    let resp = handler::respond(gw, req, client_ip, Scheme::Http, Some(fwd)).await;
     let (parts, body) = resp.into_parts();
     let rh = ResponseHead { status: parts.status.as_u16(), headers: encode_headers(&parts.headers) };
     if write_answer(&mut send, &rh, None).await.is_err() {

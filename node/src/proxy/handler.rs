@@ -24,7 +24,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::forward::{self, origin::ForwardRequest};
 use crate::gateway::{unix_ms, EndpointRuntime, Gateway, ServiceRuntime};
 use crate::proxy::body::{ClientBody, DownBody, Held, UpBody};
-use crate::proxy::headers::{self as hdr, X_MERIDIAN_NODE, X_MERIDIAN_REGION, X_REQUEST_ID};
+use crate::proxy::headers::{self as hdr, Scheme, X_MERIDIAN_NODE, X_MERIDIAN_REGION, X_REQUEST_ID};
 use crate::proxy::inflight::InFlightGuard;
 use crate::proxy::pool::{RequestHead, SendError, UpstreamBody};
 use crate::quota::RateLimitInfo;
@@ -38,16 +38,25 @@ pub struct Forwarded {
     pub deadline: Instant,
 }
 
-/// Serve one client request. Never fails: every error becomes a small JSON response.
-pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>, client: SocketAddr) -> Response<DownBody> {
-    respond(gw, req.map(|inner| ClientBody::Http { inner }), client.ip(), None).await
+/// Serve one client request that arrived on a listener of `scheme`. Never fails: every error
+/// becomes a small JSON response.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+    scheme: Scheme,
+) -> Response<DownBody> {
+    respond(gw, req.map(|inner| ClientBody::Http { inner }), client.ip(), scheme, None).await
 }
 
-/// Serve a request from a client or, with `fwd`, one forwarded by a peer.
+/// Serve a request from a client or, with `fwd`, one forwarded by a peer. `scheme` is how the
+/// client reached this node; a forwarded request carries its origin's `x-forwarded-proto`
+/// instead, so it is not used then.
 pub async fn respond(
     gw: Arc<Gateway>,
     req: Request<ClientBody>,
     client_ip: IpAddr,
+    scheme: Scheme,
     fwd: Option<Forwarded>,
 ) -> Response<DownBody> {
     let start = Instant::now();
@@ -55,7 +64,8 @@ pub async fn respond(
     // Kept only when the refusal line will be logged: no allocation on the hot path otherwise.
     let what = tracing::enabled!(tracing::Level::DEBUG).then(|| (req.method().clone(), req.uri().clone()));
     let mut rate = None;
-    let mut resp = match proxy(&gw, req, client_ip, &request_id, start, fwd.as_ref(), &mut rate).await {
+    let client = Client { ip: client_ip, scheme };
+    let mut resp = match proxy(&gw, req, client, &request_id, start, fwd.as_ref(), &mut rate).await {
         Ok(resp) => resp,
         Err(e) => {
             gw.metrics.count_error(e.kind);
@@ -95,10 +105,17 @@ pub fn error_response(e: &GatewayError, request_id: &HeaderValue) -> Response<Do
     resp
 }
 
+/// The connecting client: its address and the scheme of the listener it used.
+#[derive(Clone, Copy)]
+struct Client {
+    ip: IpAddr,
+    scheme: Scheme,
+}
+
 async fn proxy(
     gw: &Arc<Gateway>,
     mut req: Request<ClientBody>,
-    client_ip: IpAddr,
+    client: Client,
     request_id: &HeaderValue,
     start: Instant,
     fwd: Option<&Forwarded>,
@@ -122,7 +139,7 @@ async fn proxy(
     // them at its origin, which set its identity.
     if fwd.is_none() {
         let admitted =
-            crate::auth::admit(route.edge.as_ref(), req.headers_mut(), client_ip, || unix_ms() / 1000);
+            crate::auth::admit(route.edge.as_ref(), req.headers_mut(), client.ip, || unix_ms() / 1000);
         if let Err(e) = admitted {
             route.metrics.record(e.status().as_u16(), start.elapsed(), Instant::now());
             return Err(e);
@@ -131,7 +148,7 @@ async fn proxy(
     // The origin node counted a forwarded request already.
     if let (Some(quota), None) = (&route.quota, fwd) {
         let decision =
-            gw.quotas.check(quota, &gw.identity.id, req.headers(), client_ip, &route.name, unix_ms());
+            gw.quotas.check(quota, &gw.identity.id, req.headers(), client.ip, &route.name, unix_ms());
         *rate = Some(RateLimitInfo { policy: quota.policy.clone(), name: quota.name.clone(), decision });
         if !decision.admitted {
             route.metrics.record(429, start.elapsed(), Instant::now());
@@ -173,7 +190,7 @@ async fn proxy(
     }
     if fwd.is_none() {
         // A forwarded request carries the origin's forwarding headers already.
-        hdr::add_forwarded(&mut headers, client_ip, "http");
+        hdr::add_forwarded(&mut headers, client.ip, client.scheme);
     }
     headers.insert(X_REQUEST_ID, request_id.clone());
     let has_idempotency_key = headers.contains_key(hdr::IDEMPOTENCY_KEY);
@@ -258,7 +275,7 @@ async fn proxy(
                     head: &outgoing.head,
                     body,
                     has_body,
-                    client_ip,
+                    client_ip: client.ip,
                     request_id,
                     deadline,
                 };

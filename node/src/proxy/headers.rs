@@ -59,8 +59,25 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
-/// Append the client address to `x-forwarded-for` and state the scheme it used.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, proto: &'static str) {
+/// How a client reached this node: the listener it connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Append the client address to `x-forwarded-for` and state the scheme it used (replacing any
+/// `x-forwarded-proto` the client sent: only the listener knows).
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, scheme: Scheme) {
     use std::io::Write as _;
     // Formatted on the stack: this runs for every request.
     let mut buf = [0u8; 64];
@@ -77,7 +94,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, proto
     if let Ok(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme.as_str()));
 }
 
 #[cfg(test)]
@@ -111,8 +128,11 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        add_forwarded(&mut h, "10.0.0.1".parse().expect("ip"), "http");
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        add_forwarded(&mut h, "10.0.0.1".parse().expect("ip"), Scheme::Http);
         assert_eq!(h[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.1");
-        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert_eq!(h[X_FORWARDED_PROTO], "http", "a client cannot claim https over plain HTTP");
+        add_forwarded(&mut h, "10.0.0.2".parse().expect("ip"), Scheme::Https);
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
     }
 }
