@@ -8,6 +8,7 @@
 //!
 //! - [`tls`]: certificates and the rustls/quinn configurations built from them; `verify`: the
 //!   client's check that the server is the node it meant to call.
+//! - [`reload`]: watching the TLS files and swapping in changed material without a restart.
 //! - [`frame`]: length-prefixed frames and bincode messages on a stream.
 //! - [`endpoint`]: `PeerPlane`: bind, dial, the connection cache, unary calls.
 //! - `serve`: the accept loop and [`PeerCall`].
@@ -16,16 +17,20 @@
 pub mod endpoint;
 pub mod error;
 pub mod frame;
+pub mod reload;
 mod serve;
 pub mod stats;
 pub mod tls;
 mod verify;
 
 #[cfg(test)]
+mod reload_tests;
+#[cfg(test)]
 mod tests;
 
 pub use endpoint::{PeerOptions, PeerPlane};
 pub use error::PeerError;
+pub use reload::{CredentialWatch, TlsFiles};
 pub use serve::PeerCall;
 pub use stats::PeerStats;
 pub use tls::{peer_id_of, PeerTls, PemSource, TlsSummary};

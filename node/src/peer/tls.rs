@@ -19,6 +19,7 @@ use rustls::client::verify_server_cert_signed_by_trust_anchor;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ParsedCertificate, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, RootCertStore};
@@ -99,6 +100,9 @@ struct Inner {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     server: Arc<QuicServerConfig>,
+    /// The server side's check of callers, kept to re-check established connections when the
+    /// trust bundle changes.
+    client_verifier: Arc<dyn ClientCertVerifier>,
     summary: TlsSummary,
     /// SHA-256 over the bundle, the chain and the key: tells a real change from a touched file.
     digest: [u8; 32],
@@ -200,7 +204,7 @@ impl PeerTls {
             WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(client_verifier)
+            .with_client_cert_verifier(client_verifier.clone())
             .with_single_cert(chain.clone(), key_der.clone_key())?;
         server.alpn_protocols = vec![ALPN.to_vec()];
         let server = Arc::new(QuicServerConfig::try_from(server)?);
@@ -214,6 +218,7 @@ impl PeerTls {
                 chain,
                 key: key_der,
                 server,
+                client_verifier,
                 summary,
                 digest,
             }),
@@ -237,6 +242,13 @@ impl PeerTls {
 
     pub(crate) fn quic_server_config(&self) -> Arc<QuicServerConfig> {
         self.inner.server.clone()
+    }
+
+    /// Would a caller presenting `chain` be accepted now? Used to re-check connections that were
+    /// accepted under an earlier trust bundle.
+    pub(crate) fn check_caller(&self, chain: &[CertificateDer<'static>]) -> Result<(), rustls::Error> {
+        let (leaf, intermediates) = chain.split_first().ok_or(rustls::Error::NoCertificatesPresented)?;
+        self.inner.client_verifier.verify_client_cert(leaf, intermediates, UnixTime::now()).map(|_| ())
     }
 
     /// A client configuration that accepts only a server whose certificate names `expect_id`.
@@ -391,9 +403,18 @@ mod tests {
             assert_eq!(tls.summary().trusted_cas, 2);
             assert!(tls.summary().not_after > 0);
             assert!(!tls.summary().serial.is_empty());
+            // Callers from either CA pass the server side's check.
+            let chain: Vec<CertificateDer<'static>> =
+                certificates(&PemSource { what: String::new(), pem: &cert }).unwrap();
+            tls.check_caller(&chain).unwrap();
         }
         let a_only = PeerTls::load(&a.0, "n1").unwrap();
         assert_eq!(a_only.summary().trusted_cas, 1);
+        let b_cert = read(&certs::cert_path(&b.0, "n1"));
+        let chain = certificates(&PemSource { what: String::new(), pem: &b_cert }).unwrap();
+        let err = a_only.check_caller(&chain).unwrap_err();
+        assert!(format!("{err:?}").contains("UnknownIssuer"), "{err:?}");
+        assert!(a_only.check_caller(&[]).is_err());
     }
 
     #[test]
