@@ -156,6 +156,7 @@ def main() -> int:
             "service health by region": "echo" in dom and "1/1" in dom,
             "forwards us → eu/ap": "us → eu" in dom or "us → ap" in dom,
             "the quota": 'data-quota="per-tenant"' in dom and "refused" in dom,
+            "the audit trail": 'data-audit="1"' in dom and "bootstrap" in dom,
             "no error shown": 'id="status" class="err"' not in dom and "updated" in dom,
         }
         for what, ok in checks.items():

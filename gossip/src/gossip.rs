@@ -159,6 +159,20 @@ impl Gossip {
         self.shared.membership.borrow().clone()
     }
 
+    /// Every key and value gossip holds, for every node, as `(node id, key, value)`: what any
+    /// member of the cluster (or anyone who joins it) can read. For inspection and tests; the
+    /// typed view is [`Gossip::membership`].
+    pub async fn raw_key_values(&self) -> Vec<(String, String, String)> {
+        let chitchat = self.shared.chitchat.lock().await;
+        let mut out = Vec::new();
+        for (id, state) in chitchat.node_states() {
+            for (k, v) in state.key_values() {
+                out.push((id.node_id.to_string(), k.to_string(), v.to_string()));
+            }
+        }
+        out
+    }
+
     /// How long `node_id` (its newest incarnation) may stay silent before being declared dead,
     /// per the failure detector's current estimate. `None` for ourselves or unknown nodes.
     pub async fn failure_detection_timeout(&self, node_id: &str) -> Option<Duration> {

@@ -1,11 +1,13 @@
 //! The admin API: inspection, routing-table writes, metrics and a small dashboard.
 //!
-//! Bound to loopback by default. With a token configured every path except the probes
-//! (`/healthz`, `/readyz`) needs `Authorization: Bearer <token>`; a non-loopback bind without a
-//! token is refused at start-up (see `config`).
+//! Bound to loopback by default. With tokens configured (`admin_tokens`) every path except the
+//! probes (`/healthz`, `/readyz`) and the dashboard page needs `Authorization: Bearer <token>`;
+//! a read-only token may read every view (with secrets redacted) but a routing-table write with
+//! it gets 403. A non-loopback bind without a token is refused at start-up (see `config`).
+//! Every committed write is recorded, with the token's name, in the audit trail (`GET /audit`).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use crate::admin_tokens::{Caller, LiveTokens, Role};
 use crate::cluster::writes::WriteFailure;
 use crate::cluster::Cluster;
 use crate::core::table::{self, RoutingTable};
@@ -28,9 +31,21 @@ pub struct Admin {
     pub gw: Arc<Gateway>,
     /// Present in cluster mode: writes and history go through Raft, views include gossip.
     pub cluster: Option<Arc<Cluster>>,
-    pub token: Option<String>,
+    /// `None`: no tokens, every caller is `local` with the admin role (loopback only).
+    pub tokens: Option<Arc<LiveTokens>>,
     pub started: tokio::time::Instant,
+    pub denied: Denied,
 }
+
+/// Refused admin requests, by reason, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Denied {
+    pub unauthenticated: AtomicU64,
+    pub read_only: AtomicU64,
+}
+
+/// Largest number of audit records one `GET /audit` returns.
+const MAX_AUDIT_PAGE: usize = 1000;
 
 type AdminResponse = Response<Full<Bytes>>;
 
@@ -42,46 +57,57 @@ impl Admin {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         let open = matches!(path.as_str(), "/healthz" | "/readyz") || (path == "/" && method == Method::GET);
-        if !open && !self.authorized(&req) {
+        let caller = match &self.tokens {
+            None => Caller { name: "local".into(), role: Role::Admin },
+            Some(tokens) => {
+                match tokens.authenticate(req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes))
+                {
+                    Some(c) => c,
+                    None if open => Caller { name: "anonymous".into(), role: Role::ReadOnly },
+                    None => {
+                        self.denied.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                        return json_response(
+                            StatusCode::UNAUTHORIZED,
+                            &json!({"error": "missing or wrong bearer token"}),
+                        );
+                    }
+                }
+            }
+        };
+        let writes = matches!(
+            (&method, path.as_str()),
+            (&Method::PUT, "/routes") | (&Method::POST, "/routes/rollback")
+        );
+        if writes && caller.role != Role::Admin {
+            self.denied.read_only.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(token = %caller.name, %method, %path, "admin write refused: read-only token");
             return json_response(
-                StatusCode::UNAUTHORIZED,
-                &json!({"error": "missing or wrong bearer token"}),
+                StatusCode::FORBIDDEN,
+                &json!({"error": format!("token {:?} is read-only: {method} {path} needs an admin token", caller.name)}),
             );
         }
         match (&method, path.as_str()) {
             (&Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"status": "ok"})),
             (&Method::GET, "/readyz") => self.readyz(),
             (&Method::GET, "/cluster") => json_response(StatusCode::OK, &self.cluster()),
-            (&Method::GET, "/routes") => self.get_routes(),
-            (&Method::PUT, "/routes") => self.put_routes(req).await,
-            (&Method::GET, "/routes/history") => self.history(),
-            (&Method::POST, "/routes/rollback") => self.rollback(req).await,
+            (&Method::GET, "/routes") => self.get_routes(&caller),
+            (&Method::PUT, "/routes") => self.put_routes(req, &caller).await,
+            (&Method::GET, "/routes/history") => self.history(&caller),
+            (&Method::POST, "/routes/rollback") => self.rollback(req, &caller).await,
+            (&Method::GET, "/audit") => self.audit(req.uri().query()),
             (&Method::GET, "/quotas") => self.quotas(),
             (&Method::GET, "/metrics") => self.metrics(),
             (&Method::GET, "/") => self.dashboard(),
             (
                 _,
                 "/healthz" | "/readyz" | "/cluster" | "/routes" | "/routes/history" | "/routes/rollback"
-                | "/quotas" | "/metrics" | "/",
+                | "/audit" | "/quotas" | "/metrics" | "/",
             ) => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &json!({"error": format!("{method} not allowed on {path}")}),
             ),
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": format!("no admin endpoint {path}")})),
         }
-    }
-
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(token) = &self.token else { return true };
-        let Some(given) = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        else {
-            return false;
-        };
-        constant_time_eq(given.trim().as_bytes(), token.as_bytes())
     }
 
     fn readyz(&self) -> AdminResponse {
@@ -135,14 +161,16 @@ impl Admin {
         })
     }
 
-    fn get_routes(&self) -> AdminResponse {
-        match self.gw.snapshot() {
-            Some(s) => json_response(StatusCode::OK, &json!({"version": s.version, "table": *s.table})),
-            None => json_response(StatusCode::OK, &json!({"version": 0, "table": RoutingTable::default()})),
-        }
+    fn get_routes(&self, caller: &Caller) -> AdminResponse {
+        let (version, mut table) = match self.gw.snapshot() {
+            Some(s) => (s.version, serde_json::to_value(&*s.table).unwrap_or(Value::Null)),
+            None => (0, serde_json::to_value(RoutingTable::default()).unwrap_or(Value::Null)),
+        };
+        redact_for(caller, &mut table);
+        json_response(StatusCode::OK, &json!({"version": version, "table": table}))
     }
 
-    async fn put_routes(&self, req: Request<Incoming>) -> AdminResponse {
+    async fn put_routes(&self, req: Request<Incoming>, caller: &Caller) -> AdminResponse {
         let expected = match req.headers().get(header::IF_MATCH).map(parse_if_match) {
             None => None,
             Some(Some(v)) => Some(v),
@@ -182,28 +210,37 @@ impl Admin {
                     &json!({"error": "table not serialisable"}),
                 );
             };
-            let cmd = Command::PutTable {
+            let cmd = Command::PutTableBy {
                 table_json,
                 expected_version: expected,
                 cause: "write".into(),
                 by_node: c.id.clone(),
+                who: caller.name.clone(),
                 at_ms: crate::gateway::unix_ms(),
             };
-            return cluster_write_result(c.write(cmd).await);
+            return logged_write(caller, "write", cluster_write_result(c.write(cmd).await));
         }
-        write_result(self.gw.write_table(table, expected, "write"))
+        logged_write(
+            caller,
+            "write",
+            write_result(self.gw.write_table(table, expected, "write", &caller.name)),
+        )
     }
 
-    fn history(&self) -> AdminResponse {
+    fn history(&self, caller: &Caller) -> AdminResponse {
+        let parse = |json: &str| {
+            let mut table: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+            redact_for(caller, &mut table);
+            table
+        };
         if let Some(c) = &self.cluster {
             let versions: Vec<Value> = c
                 .raft
                 .history()
                 .into_iter()
                 .map(|v| {
-                    let table: Value = serde_json::from_str(&v.table_json).unwrap_or(Value::Null);
                     json!({"version": v.version, "committed_at_ms": v.committed_at_ms, "cause": v.cause,
-                           "by_node": v.by_node, "table": table})
+                           "by_node": v.by_node, "table": parse(&v.table_json)})
                 })
                 .collect();
             let current = versions.first().and_then(|v| v["version"].as_u64()).unwrap_or(0);
@@ -212,12 +249,60 @@ impl Admin {
         let store = self.gw.store();
         let versions: Vec<Value> = store
             .history()
-            .map(|v| json!({"version": v.version, "committed_at_ms": v.committed_at_ms, "cause": v.cause, "table": *v.table}))
+            .map(|v| {
+                let mut table = serde_json::to_value(&*v.table).unwrap_or(Value::Null);
+                redact_for(caller, &mut table);
+                json!({"version": v.version, "committed_at_ms": v.committed_at_ms, "cause": v.cause,
+                       "by_node": self.gw.identity.id, "table": table})
+            })
             .collect();
         json_response(StatusCode::OK, &json!({"current": store.current_version(), "versions": versions}))
     }
 
-    async fn rollback(&self, req: Request<Incoming>) -> AdminResponse {
+    /// `GET /audit[?limit=N]`: the newest records first (100 by default, at most 1000), and
+    /// whether the kept chain of record hashes is intact.
+    fn audit(&self, query: Option<&str>) -> AdminResponse {
+        let mut limit = 100;
+        for (k, v) in query.unwrap_or("").split('&').filter_map(|kv| kv.split_once('=')) {
+            if k == "limit" {
+                match v.parse::<usize>() {
+                    Ok(n) if (1..=MAX_AUDIT_PAGE).contains(&n) => limit = n,
+                    _ => {
+                        return json_response(
+                            StatusCode::BAD_REQUEST,
+                            &json!({"error": format!("limit must be 1-{MAX_AUDIT_PAGE}")}),
+                        )
+                    }
+                }
+            }
+        }
+        let log = match &self.cluster {
+            Some(c) => c.raft.audit(),
+            None => Arc::new(self.gw.store().audit().clone()),
+        };
+        let chain = match log.verify() {
+            meridian_raft_store::audit::ChainCheck::Intact => json!("intact"),
+            meridian_raft_store::audit::ChainCheck::BrokenAt(seq) => json!(format!("broken at record {seq}")),
+        };
+        let records: Vec<Value> = log
+            .records()
+            .rev()
+            .take(limit)
+            .map(|r| {
+                json!({"seq": r.seq, "at_ms": r.at_ms, "who": r.who, "node": r.node, "action": r.action,
+                       "from_version": r.from_version, "to_version": r.to_version,
+                       "summary": r.summary, "change": r.summary.text(), "hash": r.hash})
+            })
+            .collect();
+        json_response(
+            StatusCode::OK,
+            &json!({"records": records, "kept": log.len(), "last_seq": log.last_seq(),
+                    "retention": meridian_raft_store::audit::AUDIT_LEN, "chain": chain,
+                    "replicated": self.cluster.is_some()}),
+        )
+    }
+
+    async fn rollback(&self, req: Request<Incoming>, caller: &Caller) -> AdminResponse {
         let body = match read_body(req).await {
             Ok(b) => b,
             Err(resp) => return resp,
@@ -231,10 +316,15 @@ impl Admin {
             );
         };
         if let Some(c) = &self.cluster {
-            let cmd = Command::Rollback { to, by_node: c.id.clone(), at_ms: crate::gateway::unix_ms() };
-            return cluster_write_result(c.write(cmd).await);
+            let cmd = Command::RollbackBy {
+                to,
+                by_node: c.id.clone(),
+                who: caller.name.clone(),
+                at_ms: crate::gateway::unix_ms(),
+            };
+            return logged_write(caller, "rollback", cluster_write_result(c.write(cmd).await));
         }
-        write_result(self.gw.rollback(to))
+        logged_write(caller, "rollback", write_result(self.gw.rollback(to, &caller.name)))
     }
 
     fn quotas(&self) -> AdminResponse {
@@ -276,6 +366,36 @@ impl Admin {
                 }
             }
         }
+        if let Some(t) = &self.tokens {
+            let _ = writeln!(out, "# HELP meridian_admin_tokens Admin tokens in use.\n# TYPE meridian_admin_tokens gauge\nmeridian_admin_tokens {}", t.count());
+            let _ = writeln!(out, "# HELP meridian_admin_token_reloads_total Re-reads of the admin token file after it changed.\n# TYPE meridian_admin_token_reloads_total counter");
+            let _ = writeln!(
+                out,
+                "meridian_admin_token_reloads_total{{result=\"ok\"}} {}",
+                t.reloads_ok.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "meridian_admin_token_reloads_total{{result=\"error\"}} {}",
+                t.reloads_failed.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP meridian_admin_denied_total Admin requests refused: no or unknown token, or a write with a read-only token.\n# TYPE meridian_admin_denied_total counter");
+        let _ = writeln!(
+            out,
+            "meridian_admin_denied_total{{reason=\"unauthenticated\"}} {}",
+            self.denied.unauthenticated.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "meridian_admin_denied_total{{reason=\"read_only\"}} {}",
+            self.denied.read_only.load(Ordering::Relaxed)
+        );
+        let audit_seq = match &self.cluster {
+            Some(c) => c.raft.audit().last_seq(),
+            None => self.gw.store().audit().last_seq(),
+        };
+        let _ = writeln!(out, "# HELP meridian_audit_last_seq Sequence number of the newest audit record of routing-table writes.\n# TYPE meridian_audit_last_seq gauge\nmeridian_audit_last_seq {audit_seq}");
         if let Some(c) = &self.cluster {
             c.render_metrics(&mut out);
         }
@@ -300,6 +420,42 @@ impl Admin {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
+}
+
+/// Log one line per routing-table write attempt with its author and outcome.
+fn logged_write(caller: &Caller, what: &str, resp: AdminResponse) -> AdminResponse {
+    let status = resp.status().as_u16();
+    if resp.status().is_success() {
+        tracing::info!(token = %caller.name, role = caller.role.as_str(), what, status, "routing table changed");
+    } else {
+        tracing::info!(token = %caller.name, role = caller.role.as_str(), what, status, "routing table write refused");
+    }
+    resp
+}
+
+/// Secrets a read-only caller does not see: HMAC secrets of JWT keys (API keys are stored as
+/// digests and public keys are public). Admin callers get the table as stored, so that a
+/// `GET /routes` → edit → `PUT /routes` round trip keeps working.
+fn redact_for(caller: &Caller, table: &mut Value) {
+    if caller.role == Role::Admin {
+        return;
+    }
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m.iter_mut() {
+                    if k == "secret_base64" {
+                        *v = Value::String("(redacted)".into());
+                    } else {
+                        walk(v);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(table);
 }
 
 fn cluster_write_result(r: Result<CommandResult, WriteFailure>) -> AdminResponse {
@@ -372,13 +528,6 @@ pub fn json_response(status: StatusCode, body: &Value) -> AdminResponse {
     resp
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,9 +541,16 @@ mod tests {
     }
 
     #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
+    fn read_only_callers_see_no_hmac_secret() {
+        let table = json!({"routes": [{"name": "r", "auth": {"jwt": {"keys": [
+            {"alg": "HS256", "secret_base64": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"},
+            {"alg": "ES256", "pem": "-----BEGIN PUBLIC KEY-----"}]}}}]});
+        let mut seen = table.clone();
+        redact_for(&Caller { name: "g".into(), role: Role::ReadOnly }, &mut seen);
+        assert_eq!(seen["routes"][0]["auth"]["jwt"]["keys"][0]["secret_base64"], "(redacted)");
+        assert_eq!(seen["routes"][0]["auth"]["jwt"]["keys"][1]["pem"], "-----BEGIN PUBLIC KEY-----");
+        let mut admin = table.clone();
+        redact_for(&Caller { name: "ops".into(), role: Role::Admin }, &mut admin);
+        assert_eq!(admin, table);
     }
 }

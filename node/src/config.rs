@@ -50,7 +50,7 @@ pub struct NodeSettings {
     /// Routing table (JSON or TOML) to start with.
     #[arg(long, env = "MERIDIAN_ROUTES")]
     pub routes: Option<PathBuf>,
-    /// File holding the admin bearer token.
+    /// File holding the admin bearer token, or `NAME ROLE TOKEN` lines (roles admin, read-only).
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// Log format: pretty or json [default: pretty].
@@ -160,7 +160,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub tls_dir: Option<PathBuf>,
     pub routes: Option<PathBuf>,
-    pub admin_token: Option<String>,
+    /// Named admin tokens and their roles; `None`: the (loopback) admin API is open.
+    pub admin_tokens: Option<crate::admin_tokens::AdminTokens>,
+    /// Where they came from; re-read when it changes.
+    pub admin_token_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub max_in_flight: u32,
@@ -209,19 +212,11 @@ impl NodeConfig {
         let region = s.region.context("--region (MERIDIAN_REGION, config key `region`) is required")?;
         check_name("region", &region)?;
         let admin = s.admin.unwrap_or_else(|| sock("127.0.0.1:9901"));
-        let admin_token = match &s.admin_token_file {
-            Some(path) => {
-                let t = std::fs::read_to_string(path)
-                    .with_context(|| format!("admin_token_file: reading {}", path.display()))?;
-                let t = t.trim().to_string();
-                if t.len() < 16 {
-                    bail!("admin_token_file: the token in {} must be at least 16 characters", path.display());
-                }
-                Some(t)
-            }
+        let admin_tokens = match &s.admin_token_file {
+            Some(path) => Some(crate::admin_tokens::AdminTokens::load(path)?),
             None => None,
         };
-        if !admin.ip().is_loopback() && admin_token.is_none() {
+        if !admin.ip().is_loopback() && admin_tokens.is_none() {
             bail!(
                 "admin: refusing to serve the admin API on non-loopback address {admin} without a token; \
                  set --admin-token-file or bind it to 127.0.0.1"
@@ -280,7 +275,8 @@ impl NodeConfig {
             expect: s.expect,
             tls_dir: s.tls_dir,
             routes: s.routes,
-            admin_token,
+            admin_tokens,
+            admin_token_file: s.admin_token_file.clone(),
             log_format,
             log_level: s.log_level.unwrap_or_else(|| "info".to_string()),
             max_in_flight: s.max_in_flight.unwrap_or(10_000),

@@ -170,16 +170,19 @@ impl Gateway {
         table: RoutingTable,
         expected: Option<u64>,
         cause: &str,
+        who: &str,
     ) -> Result<u64, WriteError> {
         let mut store = self.store();
-        let version = store.write(table, expected, cause, unix_ms())?;
+        let author = crate::route_store::Author { who, node: &self.identity.id };
+        let version = store.write(table, expected, cause, author, unix_ms())?;
         self.apply_current(&store);
         Ok(version)
     }
 
-    pub fn rollback(&self, to: u64) -> Result<u64, WriteError> {
+    pub fn rollback(&self, to: u64, who: &str) -> Result<u64, WriteError> {
         let mut store = self.store();
-        let version = store.rollback(to, unix_ms())?;
+        let author = crate::route_store::Author { who, node: &self.identity.id };
+        let version = store.rollback(to, author, unix_ms())?;
         self.apply_current(&store);
         Ok(version)
     }

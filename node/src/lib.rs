@@ -16,6 +16,7 @@
 //! - [`config`], [`node`], [`ctl`], [`dev`], [`demo_upstream`]: the command line.
 
 pub mod admin;
+pub mod admin_tokens;
 pub mod auth;
 pub mod certs;
 pub mod cluster;

@@ -43,7 +43,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     if let Some(path) = &cfg.routes {
         let table = load_table(path)?;
         if !cfg.clustered() {
-            gw.write_table(table, None, "bootstrap")
+            gw.write_table(table, None, "bootstrap", "bootstrap")
                 .map_err(|e| anyhow::anyhow!("routes file {}: {e}", path.display()))?;
         }
     }
@@ -90,11 +90,21 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         cfg.drain_timeout,
         "http",
     );
+    let tokens = cfg.admin_tokens.clone().map(crate::admin_tokens::LiveTokens::new);
+    if let (Some(live), Some(path)) = (&tokens, &cfg.admin_token_file) {
+        tokio::spawn(crate::admin_tokens::watch(
+            path.clone(),
+            live.clone(),
+            std::time::Duration::from_secs(1),
+            stop_rx.clone(),
+        ));
+    }
     let admin_state = Arc::new(Admin {
         gw: gw.clone(),
         cluster: cluster.clone(),
-        token: cfg.admin_token.clone(),
+        tokens,
         started: tokio::time::Instant::now(),
+        denied: Default::default(),
     });
     let admin_srv = server::serve(
         admin,
@@ -140,7 +150,7 @@ impl Signals {
                 _ = self.int.recv() => break,
                 _ = self.hup.recv() => {
                     let Some(path) = &routes else { continue };
-                    match load_table(path).and_then(|t| gw.write_table(t, None, "reload").map_err(Into::into)) {
+                    match load_table(path).and_then(|t| gw.write_table(t, None, "reload", "routes-file").map_err(Into::into)) {
                         Ok(v) => tracing::info!(version = v, path = %path.display(), "routes file reloaded"),
                         Err(e) => tracing::error!(error = %format!("{e:#}"), "routes reload refused; keeping the current table"),
                     }

@@ -13,7 +13,9 @@ use crate::quota::QuotaTerms;
 /// A write to the replicated state, proposed through [`crate::RaftStore::propose`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Commit a new routing table as version `current + 1`.
+    /// Commit a new routing table as version `current + 1`. Without an author: kept so that logs
+    /// written before audit records existed still apply (their audit records name the author
+    /// "unknown"). New writes use [`Command::PutTableBy`].
     PutTable {
         /// The table, as JSON the caller has already validated; opaque to this crate.
         table_json: String,
@@ -28,6 +30,8 @@ pub enum Command {
         at_ms: u64,
     },
     /// Re-commit the table of a past version (still in the history) as a new version.
+    /// Without an author: kept so that logs written before audit records existed still apply
+    /// (their audit records name the author "unknown"). New writes use [`Command::RollbackBy`].
     Rollback {
         /// The version whose table becomes current again.
         to: u64,
@@ -45,6 +49,19 @@ pub enum Command {
         terms: Vec<QuotaTerms>,
         reports: Vec<DemandReport>,
     },
+    /// [`Command::PutTable`] with its author, recorded in the audit trail. (Variants are only
+    /// ever appended: bincode numbers them by position, and old log entries must still decode.)
+    PutTableBy {
+        table_json: String,
+        expected_version: Option<u64>,
+        cause: String,
+        by_node: String,
+        /// Name of the admin token that made the write.
+        who: String,
+        at_ms: u64,
+    },
+    /// [`Command::Rollback`] with its author, recorded in the audit trail.
+    RollbackBy { to: u64, by_node: String, who: String, at_ms: u64 },
 }
 
 /// What applying a [`Command`] decided. Refusals are results, not errors: they are replicated

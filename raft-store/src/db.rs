@@ -42,6 +42,8 @@ pub(crate) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("s
 pub(crate) const SM_ROUTING: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_routing");
 /// Quota ledger: hot-key shards by index, and the rest under [`QUOTA_META_KEY`].
 pub(crate) const SM_QUOTA: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_quota");
+/// Audit records of routing-table writes, by `seq`.
+pub(crate) const SM_AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("sm_audit");
 /// The row of [`SM_QUOTA`] holding everything but the hot-key shards.
 pub(crate) const QUOTA_META_KEY: u64 = u64::MAX;
 /// The latest snapshot: `meta`, `data`.
@@ -272,6 +274,7 @@ fn create_fresh(dir: &Path, path: &Path, raft_id: u64) -> Result<Database, DbErr
             txn.open_table(SM_META)?;
             txn.open_table(SM_ROUTING)?;
             txn.open_table(SM_QUOTA)?;
+            txn.open_table(SM_AUDIT)?;
             txn.open_table(SNAPSHOT)?;
         }
         txn.commit()?;

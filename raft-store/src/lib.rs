@@ -7,8 +7,8 @@
 //! - [`RaftStore`] (`store.rs`) — the API the node uses: open, initialize, propose, watch the
 //!   applied table, change membership, serve peer RPCs, shut down.
 //! - `command.rs` — [`Command`] / [`CommandResult`], what goes through the log.
-//! - `routing_history.rs`, `quota/`, `machine.rs` — the pure state: routing versions and history,
-//!   the quota lease ledger, and how each command changes them. No IO, deterministic.
+//! - `routing_history.rs`, `quota/`, `audit.rs`, `machine.rs` — the pure state: routing versions
+//!   and history, the quota lease ledger, the audit trail of table writes, and how each command changes them. No IO, deterministic.
 //! - `state_machine.rs`, `log_store.rs`, `db.rs` — openraft's storage traits on one redb file.
 //! - `transport.rs`, `rpc.rs`, `network.rs` — the [`RaftTransport`] seam, the wire messages, and
 //!   openraft's network on top; `mem_transport.rs` — the in-process [`MemTransport`].
@@ -19,6 +19,7 @@
 //! [`RaftResponse`] expose openraft types; they are public so openraft's storage test suite, a
 //! simulator, or a transport's tests can reach below the API.
 
+pub mod audit;
 mod codec;
 mod command;
 mod config;

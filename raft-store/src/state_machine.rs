@@ -19,6 +19,8 @@ use openraft::StorageIOError;
 use redb::ReadableTable;
 use tokio::sync::watch;
 
+use crate::audit::AuditLog;
+use crate::audit::AuditRecord;
 use crate::codec;
 use crate::command::CommandResult;
 use crate::db::get_value;
@@ -27,6 +29,7 @@ use crate::db::put_value;
 use crate::db::DbError;
 use crate::db::RaftDb;
 use crate::db::QUOTA_META_KEY;
+use crate::db::SM_AUDIT;
 use crate::db::SM_META;
 use crate::db::SM_QUOTA;
 use crate::db::SM_ROUTING;
@@ -57,6 +60,7 @@ pub struct StateMachineStore {
     applied_tx: watch::Sender<Option<AppliedTable>>,
     history_tx: watch::Sender<Vec<AppliedTable>>,
     quota_tx: watch::Sender<Arc<QuotaState>>,
+    audit_tx: watch::Sender<Arc<AuditLog>>,
     /// Distinguishes snapshots built in this process; the log id alone names their content.
     snapshot_seq: Arc<AtomicU64>,
 }
@@ -64,7 +68,7 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Loads the persisted state machine.
     pub(crate) fn load(db: RaftDb) -> Result<Self, DbError> {
-        let (last_applied, membership, records, quota) = db.read(|txn| {
+        let (last_applied, membership, records, quota, audit) = db.read(|txn| {
             let meta = txn.open_table(SM_META)?;
             let last_applied: Option<LogId> = get_value(&meta, "last_applied")?;
             let membership: Option<StoredMembership> = get_value(&meta, "membership")?;
@@ -87,12 +91,18 @@ impl StateMachineStore {
                 }
             }
             let quota = QuotaState::from_parts(quota_meta, shards);
-            Ok((last_applied, membership.unwrap_or_default(), records, quota))
+            let mut audit = Vec::new();
+            for item in txn.open_table(SM_AUDIT)?.iter()? {
+                let (_, bytes) = item?;
+                audit.push(codec::decode::<AuditRecord>(bytes.value())?);
+            }
+            Ok((last_applied, membership.unwrap_or_default(), records, quota, AuditLog::from_records(audit)))
         })?;
-        let state = MachineState { routing: RoutingHistory::from_records(records), quota };
+        let state = MachineState { routing: RoutingHistory::from_records(records), quota, audit };
         let (applied_tx, _) = watch::channel(state.routing.current().cloned());
         let (history_tx, _) = watch::channel(state.routing.newest_first());
         let (quota_tx, _) = watch::channel(Arc::new(state.quota.clone()));
+        let (audit_tx, _) = watch::channel(Arc::new(state.audit.clone()));
         Ok(Self {
             db,
             state,
@@ -101,6 +111,7 @@ impl StateMachineStore {
             applied_tx,
             history_tx,
             quota_tx,
+            audit_tx,
             snapshot_seq: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -120,12 +131,22 @@ impl StateMachineStore {
         self.quota_tx.subscribe()
     }
 
+    /// The audit trail, updated after each apply that adds to it.
+    pub fn watch_audit(&self) -> watch::Receiver<Arc<AuditLog>> {
+        self.audit_tx.subscribe()
+    }
+
     /// Makes `state` current and tells watchers what moved.
     fn publish(&mut self, state: MachineState) {
         let quota_moved = state.quota != self.state.quota;
+        let audit_moved = state.audit.last_seq() != self.state.audit.last_seq()
+            || state.audit.len() != self.state.audit.len();
         self.state = state;
         if quota_moved {
             self.quota_tx.send_replace(Arc::new(self.state.quota.clone()));
+        }
+        if audit_moved {
+            self.audit_tx.send_replace(Arc::new(self.state.audit.clone()));
         }
         let current = self.state.routing.current().cloned();
         let version = current.as_ref().map(|t| t.version);
@@ -180,6 +201,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
         let mut encoded = Vec::new();
         let mut quota_rows = std::collections::BTreeMap::new();
+        let mut audit_rows = Vec::new();
         for w in writes {
             match w {
                 MachineWrite::PutRouting(t) => encoded.push((
@@ -197,6 +219,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     let bytes = codec::encode(&*next.quota.shards[i]).map_err(|e| write_sm_err(e.into()))?;
                     quota_rows.insert(i as u64, bytes);
                 }
+                MachineWrite::PutAudit(r) => {
+                    audit_rows.push((r.seq, Some(codec::encode(&*r).map_err(|e| write_sm_err(e.into()))?)))
+                }
+                MachineWrite::DropAudit(seq) => audit_rows.push((seq, None)),
             }
         }
         let persisted_membership = membership.clone();
@@ -212,6 +238,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 let mut quota = txn.open_table(SM_QUOTA)?;
                 for (key, bytes) in &quota_rows {
                     quota.insert(*key, bytes.as_slice())?;
+                }
+                let mut audit = txn.open_table(SM_AUDIT)?;
+                for (seq, bytes) in &audit_rows {
+                    match bytes {
+                        Some(bytes) => audit.insert(*seq, bytes.as_slice())?,
+                        None => audit.remove(*seq)?,
+                    };
                 }
                 let mut meta = txn.open_table(SM_META)?;
                 put_optional(&mut meta, "last_applied", last_applied.as_ref())?;
@@ -265,6 +298,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
             quota_rows.push((i as u64, bytes));
         }
+        let mut audit_rows = Vec::with_capacity(state.audit.len());
+        for r in state.audit.records() {
+            let bytes = codec::encode(&**r)
+                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+            audit_rows.push((r.seq, bytes));
+        }
         let stored_meta = meta.clone();
         self.db
             .write(move |txn| {
@@ -277,6 +316,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 quota.retain(|_, _| false)?;
                 for (key, bytes) in &quota_rows {
                     quota.insert(*key, bytes.as_slice())?;
+                }
+                let mut audit = txn.open_table(SM_AUDIT)?;
+                audit.retain(|_, _| false)?;
+                for (seq, bytes) in &audit_rows {
+                    audit.insert(*seq, bytes.as_slice())?;
                 }
                 let mut sm_meta = txn.open_table(SM_META)?;
                 put_optional(&mut sm_meta, "last_applied", stored_meta.last_log_id.as_ref())?;

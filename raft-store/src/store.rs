@@ -57,6 +57,7 @@ struct Inner {
     raft: Raft,
     applied: watch::Receiver<Option<AppliedTable>>,
     history: watch::Receiver<Vec<AppliedTable>>,
+    audit: watch::Receiver<Arc<crate::audit::AuditLog>>,
     quota: watch::Receiver<Arc<QuotaState>>,
     status: watch::Receiver<RaftStatus>,
     /// Closes when openraft's tasks have let go of the database file, for `shutdown`.
@@ -80,6 +81,7 @@ impl RaftStore {
         let state_machine = StateMachineStore::load(db.clone()).map_err(load_err)?;
         let applied = state_machine.watch_applied();
         let history = state_machine.watch_history();
+        let audit = state_machine.watch_audit();
         let quota = state_machine.watch_quota();
         let committed = log_store.watch_committed();
         let network = NetworkFactory { transport, backoff: cfg.timings.heartbeat * 2 };
@@ -97,6 +99,7 @@ impl RaftStore {
                 raft,
                 applied,
                 history,
+                audit,
                 quota,
                 status,
                 db_closed,
@@ -152,7 +155,7 @@ impl RaftStore {
     /// leader, for the caller to forward to. Past `bound` the answer is
     /// [`ProposeError::NoQuorum`] — the command may still commit later.
     pub async fn propose_within(&self, cmd: Command, bound: Duration) -> Result<CommandResult, ProposeError> {
-        if let Command::PutTable { table_json, .. } = &cmd {
+        if let Command::PutTable { table_json, .. } | Command::PutTableBy { table_json, .. } = &cmd {
             if table_json.len() > MAX_TABLE_BYTES {
                 return Err(ProposeError::TooLarge { bytes: table_json.len(), limit: MAX_TABLE_BYTES });
             }
@@ -232,6 +235,12 @@ impl RaftStore {
     /// Committed versions still kept (at most 100), newest first.
     pub fn history(&self) -> Vec<AppliedTable> {
         self.inner.history.borrow().clone()
+    }
+
+    /// The audit trail of routing-table writes as applied here (the newest
+    /// [`crate::audit::AUDIT_LEN`] records).
+    pub fn audit(&self) -> Arc<crate::audit::AuditLog> {
+        Arc::clone(&self.inner.audit.borrow())
     }
 
     /// This node's Raft state now.

@@ -205,6 +205,26 @@ pub struct Node {
     pub proc: Proc,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// `Bearer <token>` for `admin_get`: the first admin token of the node's
+    /// `--admin-token-file`, when it has one.
+    pub admin_bearer: Option<String>,
+}
+
+/// The first admin token of the `--admin-token-file` in `args` (a lone token, or the first
+/// `NAME admin TOKEN` line), as an `Authorization` value.
+fn admin_bearer_of(args: &[String]) -> Option<String> {
+    let at = args.iter().position(|a| a == "--admin-token-file")?;
+    let text = std::fs::read_to_string(args.get(at + 1)?).ok()?;
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| !f.is_empty() && !f[0].starts_with('#'))
+        .collect();
+    let token = match lines.as_slice() {
+        [one] if one.len() == 1 => one[0],
+        _ => lines.iter().find(|f| f.len() == 3 && f[1] == "admin").map(|f| f[2])?,
+    };
+    Some(format!("Bearer {token}"))
 }
 
 impl Node {
@@ -218,15 +238,27 @@ impl Node {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut proc = Proc::spawn(id, &args, &[("MERIDIAN_LOG_LEVEL", "info,meridian=debug")], dir);
         let line = proc.wait_line("listening", Duration::from_secs(20));
-        Node { http: addr_in(&line, "http"), admin: addr_in(&line, "admin"), proc }
+        let admin_bearer = admin_bearer_of(&args);
+        Node { http: addr_in(&line, "http"), admin: addr_in(&line, "admin"), proc, admin_bearer }
     }
 
     pub fn get(&self, path: &str) -> Response {
         request(self.http, "GET", path, &[], b"")
     }
 
+    /// Like `admin_get`, but `None` when the node does not answer (stopped, starting).
+    pub fn try_admin_get(&self, path: &str) -> Option<Response> {
+        let auth = self.admin_bearer.as_ref().map(|b| format!("authorization: {b}\r\n")).unwrap_or_default();
+        let head = format!("GET {path} HTTP/1.1\r\nhost: {}\r\n{auth}connection: close\r\n\r\n", self.admin);
+        raw(self.admin, head.as_bytes(), Duration::from_secs(5)).ok()
+    }
+
+    /// `GET path` on the admin API, with the node's admin token when it has one.
     pub fn admin_get(&self, path: &str) -> Response {
-        request(self.admin, "GET", path, &[], b"")
+        match &self.admin_bearer {
+            Some(b) => request(self.admin, "GET", path, &[("authorization", b)], b""),
+            None => request(self.admin, "GET", path, &[], b""),
+        }
     }
 
     /// Poll `GET /readyz` until 200.
@@ -454,7 +486,13 @@ impl Node {
             }
             a
         };
-        Node { http: loopback(addr_in(&line, "http")), admin: loopback(addr_in(&line, "admin")), proc }
+        let admin_bearer = admin_bearer_of(&args);
+        Node {
+            http: loopback(addr_in(&line, "http")),
+            admin: loopback(addr_in(&line, "admin")),
+            proc,
+            admin_bearer,
+        }
     }
 
     /// Start a node in region `region` serving `table`, written to `routes.json` in `dir`.
@@ -659,7 +697,7 @@ impl ClusterNode {
 
     /// `GET /cluster`, or `None` if the node does not answer (stopped, starting).
     pub fn try_cluster(&self) -> Option<Value> {
-        let r = try_get(self.admin, "/cluster")?;
+        let r = self.try_admin_get("/cluster")?;
         (r.status == 200).then(|| serde_json::from_slice(&r.body).ok()).flatten()
     }
 
@@ -686,7 +724,7 @@ impl ClusterNode {
 
     /// The applied routing version from `GET /routes`, `None` if the node does not answer.
     pub fn try_routes_version(&self) -> Option<u64> {
-        let r = try_get(self.admin, "/routes")?;
+        let r = self.try_admin_get("/routes")?;
         serde_json::from_slice::<Value>(&r.body).ok()?["version"].as_u64()
     }
 

@@ -23,7 +23,8 @@ fn member_node(m: &meridian_gossip::Member) -> Option<MeridianNode> {
     (!m.facts.peer_addr.is_empty()).then(|| MeridianNode::new(&m.id, &m.facts.region, &m.facts.peer_addr))
 }
 
-/// Wait until gossip shows `expect` live members; then the lowest id initialises Raft with them.
+/// Wait until gossip shows `expect` live members that prove their identity on the peer plane;
+/// then the lowest id among them initialises Raft with them.
 pub async fn bootstrap(cluster: Arc<Cluster>, expect: usize) {
     let mut watch = cluster.gossip.watch();
     loop {
@@ -31,8 +32,23 @@ pub async fn bootstrap(cluster: Arc<Cluster>, expect: usize) {
             return;
         }
         let members = watch.borrow_and_update().clone();
-        let live: Vec<MeridianNode> = members.live().filter_map(member_node).collect();
-        if live.len() >= expect {
+        let claimed: Vec<MeridianNode> = members.live().filter_map(member_node).collect();
+        if claimed.len() >= expect {
+            // Gossip is unauthenticated: only members that prove a cluster certificate on the
+            // peer plane count towards `expect`, choose the initialiser or become voters. A
+            // forged member can otherwise take a voter seat it can never fill.
+            let mut live = Vec::with_capacity(claimed.len());
+            for n in claimed {
+                if n.id == cluster.id || proves_identity(&cluster, &n).await {
+                    live.push(n);
+                } else {
+                    tracing::debug!(node = %n.id, "gossip member failed the peer-plane identity check; not counted for bootstrap");
+                }
+            }
+            if live.len() < expect {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             let lowest = live.iter().map(|n| n.id.as_str()).min().unwrap_or("");
             if lowest == cluster.id {
                 let voters: BTreeMap<u64, MeridianNode> =

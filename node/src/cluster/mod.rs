@@ -153,7 +153,7 @@ impl Cluster {
             }
             kind::QUOTA_REPORT => crate::quota::rounds::serve_report(&self, &gw, call).await,
             kind::LEADER_WRITE => {
-                let reply = self.serve_leader_write(&call.payload).await;
+                let reply = self.serve_leader_write(&call.from, &call.payload).await;
                 match crate::peer::frame::encode(&reply) {
                     Ok(bytes) => {
                         let _ = call.reply(&bytes).await;
@@ -346,11 +346,12 @@ async fn bootstrap_then_seed(cluster: Arc<Cluster>, expect: usize, routes: Optio
             return;
         }
         if cluster.raft.status().role == meridian_raft_store::RaftRole::Leader {
-            let cmd = meridian_raft_store::Command::PutTable {
+            let cmd = meridian_raft_store::Command::PutTableBy {
                 table_json: json.clone(),
                 expected_version: Some(0),
                 cause: "bootstrap".into(),
                 by_node: cluster.id.clone(),
+                who: "bootstrap".into(),
                 at_ms: crate::gateway::unix_ms(),
             };
             match cluster.raft.propose_within(cmd, writes::WRITE_TIMEOUT).await {

@@ -103,12 +103,29 @@ impl Cluster {
         frame::decode(&reply).map_err(|e| WriteFailure::Internal(e.to_string()))
     }
 
-    /// Serve a write another node forwarded to us as leader.
-    pub(super) async fn serve_leader_write(&self, payload: &[u8]) -> LeaderWriteReply {
+    /// Serve a write another node forwarded to us as leader. `from` is the caller's node id as
+    /// its certificate proves it; the node a write names as having accepted it (recorded in the
+    /// history and the audit trail) must be that node.
+    pub(super) async fn serve_leader_write(&self, from: &str, payload: &[u8]) -> LeaderWriteReply {
         let cmd: Command = match frame::decode(payload) {
             Ok(c) => c,
             Err(e) => return LeaderWriteReply::Failed(format!("undecodable write: {e}")),
         };
+        let by_node = match &cmd {
+            Command::PutTable { by_node, .. }
+            | Command::PutTableBy { by_node, .. }
+            | Command::Rollback { by_node, .. }
+            | Command::RollbackBy { by_node, .. } => by_node.as_str(),
+            Command::QuotaRound { .. } => {
+                return LeaderWriteReply::Failed("quota rounds are proposed by the leader only".into())
+            }
+        };
+        if by_node != from {
+            tracing::warn!(%from, claimed = %by_node, "refused a forwarded write naming another node");
+            return LeaderWriteReply::Failed(format!(
+                "a write forwarded by {from} must name {from} as the accepting node, not {by_node}"
+            ));
+        }
         match self.raft.propose_within(cmd, WRITE_TIMEOUT).await {
             Ok(result) => LeaderWriteReply::Done(result),
             Err(ProposeError::NotLeader { .. }) => LeaderWriteReply::NotLeader,

@@ -16,9 +16,13 @@ pub struct CtlArgs {
     /// Admin URL of any node.
     #[arg(long, env = "MERIDIAN_ADMIN_URL", default_value = "http://127.0.0.1:9901")]
     pub admin: String,
-    /// File holding the admin bearer token.
+    /// File holding the admin bearer token: the token alone, or the node's `NAME ROLE TOKEN`
+    /// lines (then `--as` picks one when there are several).
     #[arg(long, env = "MERIDIAN_ADMIN_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Which named token of `--token-file` to use.
+    #[arg(long = "as", env = "MERIDIAN_ADMIN_TOKEN_NAME", value_name = "NAME")]
+    pub token_name: Option<String>,
     /// Print the admin API's JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -37,6 +41,12 @@ pub enum CtlCommand {
     },
     /// Quotas with their leases and counts.
     Quotas,
+    /// Who changed the routing table, when, through which node, and what changed.
+    Audit {
+        /// How many records, newest first (1-1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,25 +68,32 @@ pub enum RoutesCommand {
 
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let token = match &args.token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("reading {}", p.display()))?
-                .trim()
-                .to_string(),
-        ),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(
+                pick_token(&text, args.token_name.as_deref())
+                    .with_context(|| format!("token file {}", p.display()))?,
+            )
+        }
         None => None,
     };
     let render: fn(&serde_json::Value) -> String = match &args.cmd {
         CtlCommand::Cluster => render::cluster,
         CtlCommand::Quotas => render::quotas,
+        CtlCommand::Audit { .. } => render::audit,
         CtlCommand::Routes { cmd: RoutesCommand::Get } => render::routes,
         CtlCommand::Routes { cmd: RoutesCommand::History } => render::history,
         CtlCommand::Routes { cmd: RoutesCommand::Put { .. } | RoutesCommand::Rollback { .. } } => {
             render::written
         }
     };
+    let audit_path;
     let (method, path, body, content_type, if_match) = match args.cmd {
         CtlCommand::Cluster => (Method::GET, "/cluster", Bytes::new(), None, None),
+        CtlCommand::Audit { limit } => {
+            audit_path = format!("/audit?limit={limit}");
+            (Method::GET, audit_path.as_str(), Bytes::new(), None, None)
+        }
         CtlCommand::Quotas => (Method::GET, "/quotas", Bytes::new(), None, None),
         CtlCommand::Routes { cmd } => match cmd {
             RoutesCommand::Get => (Method::GET, "/routes", Bytes::new(), None, None),
@@ -143,4 +160,47 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         Err(_) => println!("{}", String::from_utf8_lossy(&bytes)),
     }
     Ok(())
+}
+
+/// The token to send, from a file holding either the token alone or `NAME ROLE TOKEN` lines.
+fn pick_token(text: &str, name: Option<&str>) -> anyhow::Result<String> {
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| !f.is_empty() && !f[0].starts_with('#'))
+        .collect();
+    if let [fields] = lines.as_slice() {
+        if let [token] = fields.as_slice() {
+            return Ok((*token).to_string());
+        }
+    }
+    let named: Vec<(&str, &str)> = lines
+        .iter()
+        .filter_map(|f| if let [n, _, t] = f.as_slice() { Some((*n, *t)) } else { None })
+        .collect();
+    match (name, named.as_slice()) {
+        (None, [(_, t)]) => Ok((*t).to_string()),
+        (None, []) => bail!("no token found"),
+        (None, _) => bail!("holds several tokens: choose one with --as NAME"),
+        (Some(want), _) => named
+            .iter()
+            .find(|(n, _)| *n == want)
+            .map(|(_, t)| (*t).to_string())
+            .with_context(|| format!("no token named {want:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_token;
+
+    #[test]
+    fn tokens_are_picked_from_either_file_form() {
+        assert_eq!(pick_token("abcdefabcdefabcdef\n", None).unwrap(), "abcdefabcdefabcdef");
+        let file = "# n r t\nops admin AAAAAAAAAAAAAAAA\ngrafana read-only BBBBBBBBBBBBBBBB\n";
+        assert_eq!(pick_token(file, Some("grafana")).unwrap(), "BBBBBBBBBBBBBBBB");
+        assert!(pick_token(file, None).unwrap_err().to_string().contains("--as"));
+        assert!(pick_token(file, Some("nobody")).is_err());
+        assert_eq!(pick_token("ops admin AAAAAAAAAAAAAAAA", None).unwrap(), "AAAAAAAAAAAAAAAA");
+    }
 }

@@ -158,6 +158,31 @@ pub fn history(v: &Value) -> String {
     format!("current version {}\n\n{}", cell(&v["current"]), t.render())
 }
 
+/// `GET /audit`.
+pub fn audit(v: &Value) -> String {
+    let mut t = Table::new(&["SEQ", "WHEN (UTC)", "WHO", "NODE", "ACTION", "VERSION", "CHANGE"]);
+    for r in v["records"].as_array().into_iter().flatten() {
+        let when = r["at_ms"].as_u64().map_or_else(|| "-".to_string(), utc);
+        let versions = format!("{} -> {}", cell(&r["from_version"]), cell(&r["to_version"]));
+        t.row(vec![
+            cell(&r["seq"]),
+            when,
+            cell(&r["who"]),
+            cell(&r["node"]),
+            cell(&r["action"]),
+            versions,
+            cell(&r["change"]),
+        ]);
+    }
+    format!(
+        "{} records kept (newest {}), hash chain {}\n\n{}",
+        cell(&v["kept"]),
+        cell(&v["retention"]),
+        cell(&v["chain"]),
+        t.render()
+    )
+}
+
 /// `GET /quotas`.
 pub fn quotas(v: &Value) -> String {
     let mut out = String::new();

@@ -51,11 +51,16 @@ async fn a_lagging_node_catches_up_from_a_snapshot() {
     assert!(status.snapshot_index.is_some_and(|i| i > behind), "installed a snapshot: {status:?}");
     let versions: Vec<u64> = c.store(lagging).history().iter().map(|t| t.version).collect();
     assert_eq!(versions, (1..=31).rev().collect::<Vec<_>>(), "history travels in the snapshot");
+    let audit = c.store(lagging).audit();
+    let seqs: Vec<u64> = audit.records().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=31).collect::<Vec<_>>(), "the audit trail travels in the snapshot");
+    assert_eq!(audit.verify(), meridian_raft_store::audit::ChainCheck::Intact);
 
     eprintln!("--- {lagging} restarts from its installed snapshot and keeps following");
     c.stop(lagging).await;
     let store = c.open(lagging).await;
     assert_eq!(store.applied().borrow().as_ref().map(|t| t.version), Some(31));
+    assert_eq!(store.audit().last_seq(), 31, "the installed snapshot's audit trail is on disk");
     assert_eq!(leader.propose(put("v32", Some(31))).await.unwrap(), CommandResult::Committed { version: 32 });
     wait_version(&store, 32, WAIT).await;
 
