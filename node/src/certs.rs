@@ -1,21 +1,29 @@
 //! Cluster certificates: `meridian certs`, and reading a node id back out of a certificate.
 //!
-//! Owns the layout of a TLS directory (`ca.pem`, `ca.key`, then `ID.pem` and `ID.key` per node)
-//! and the way a node id is written into a certificate: a URI SAN `urn:meridian:node:ID` is the
-//! authoritative one; a DNS SAN `ID` is added when the id happens to be a valid DNS name, for the
-//! benefit of people inspecting certificates with ordinary tools. Building TLS configurations from
-//! these files is `peer::tls`'s job, not this module's.
+//! Owns the layout of a TLS directory (`ca.pem`, `ca.key`, then `ID.pem` and `ID.key` per node,
+//! and `old-ca/` for CAs retired by a rollover) and the way a node id is written into a
+//! certificate: a URI SAN `urn:meridian:node:ID` is the authoritative one; a DNS SAN `ID` is added
+//! when the id happens to be a valid DNS name, for the benefit of people inspecting certificates
+//! with ordinary tools. `ca.pem` is a trust bundle: during a CA rollover it holds the new CA and
+//! the old one; `ca.key` is the key of the CA that issues (the one of the bundle it matches).
+//! Renewal and rollover are in [`rotation`]. Building TLS configurations from these files is
+//! `peer::tls`'s job, not this module's.
+
+mod command;
+pub mod rotation;
+
+pub use command::{run, CertsAction, CertsArgs};
 
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
 
@@ -23,6 +31,9 @@ use time::{Duration, OffsetDateTime};
 pub const CA_CERT_FILE: &str = "ca.pem";
 /// The cluster CA private key: needed only to issue node certificates, never by a running node.
 pub const CA_KEY_FILE: &str = "ca.key";
+/// Where a CA rollover keeps the CA it replaced (`ca-SERIAL.pem` and `ca-SERIAL.key`). A
+/// directory, so that no node id can name a file that collides with it.
+pub const OLD_CA_DIR: &str = "old-ca";
 
 const NODE_ID_URI_PREFIX: &str = "urn:meridian:node:";
 const MAX_NODE_ID_LEN: usize = 64;
@@ -64,18 +75,31 @@ pub enum CertError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("generating a certificate: {0}")]
     Generate(#[from] rcgen::Error),
-}
-
-/// `meridian certs --out DIR --nodes ID,ID,...`
-#[derive(Debug, Args)]
-pub struct CertsArgs {
-    /// Directory for ca.pem, ca.key and one ID.pem/ID.key pair per node. An existing CA there is
-    /// reused, so nodes can be added later.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Node ids to issue certificates for (letters, digits, '_', '.', '-').
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub nodes: Vec<String>,
+    #[error("{0}")]
+    Usage(&'static str),
+    #[error(
+        "{} holds no CA ({CA_CERT_FILE} and {CA_KEY_FILE}): create one first with meridian certs --out {} --nodes ID,...",
+        dir.display(), dir.display()
+    )]
+    NoCa { dir: PathBuf },
+    #[error(
+        "{} does not exist: node {id:?} has no certificate to renew (leave out --renew to issue its first one)",
+        cert.display()
+    )]
+    NothingToRenew { id: String, cert: PathBuf },
+    #[error(
+        "{} already holds {count} CA certificates: a CA rollover is in progress; finish it with --drop-old-ca before starting another",
+        path.display()
+    )]
+    RolloverInProgress { path: PathBuf, count: usize },
+    #[error("{} holds only the issuing CA: there is no old CA to drop", path.display())]
+    NoOldCa { path: PathBuf },
+    #[error(
+        "not dropping the old CA: the certificates of {} in {} are not from the issuing CA ({why}); renew them first \
+         (meridian certs --out {} --renew --nodes {}) and give every node its new pair",
+        nodes.join(", "), dir.display(), dir.display(), nodes.join(",")
+    )]
+    StillFromOldCa { nodes: Vec<String>, dir: PathBuf, why: String },
 }
 
 /// What `issue` did.
@@ -89,36 +113,11 @@ pub struct IssueReport {
     pub kept: Vec<String>,
 }
 
-/// The command: issue, then say what was written.
-pub fn run(args: &CertsArgs) -> Result<(), CertError> {
-    let report = issue(&args.out, &args.nodes)?;
-    let dir = args.out.display();
-    if report.ca_created {
-        println!("created cluster CA {dir}/{CA_CERT_FILE} (key {dir}/{CA_KEY_FILE}: keep it off the nodes)");
-    } else {
-        println!("reused cluster CA {dir}/{CA_CERT_FILE}");
-    }
-    for id in &report.issued {
-        println!("issued {dir}/{id}.pem and {dir}/{id}.key");
-    }
-    for id in &report.kept {
-        println!("kept existing {dir}/{id}.pem and {dir}/{id}.key");
-    }
-    Ok(())
-}
-
 /// Create (or reuse) the cluster CA in `dir` and issue a certificate for every node id that has
-/// none yet. Existing node pairs are kept: re-issuing must be a deliberate act (remove the files).
+/// none yet. Existing node pairs are kept: re-issuing must be a deliberate act (`--renew`,
+/// [`rotation::renew`]).
 pub fn issue(dir: &Path, nodes: &[String]) -> Result<IssueReport, CertError> {
-    if nodes.is_empty() {
-        return Err(CertError::NoNodes);
-    }
-    for (i, id) in nodes.iter().enumerate() {
-        validate_node_id(id)?;
-        if nodes[..i].contains(id) {
-            return Err(CertError::DuplicateNode(id.clone()));
-        }
-    }
+    validate_node_list(nodes)?;
     // Check every node's files before writing anything, so a bad request changes nothing.
     let mut todo = Vec::new();
     let mut kept = Vec::new();
@@ -133,7 +132,7 @@ pub fn issue(dir: &Path, nodes: &[String]) -> Result<IssueReport, CertError> {
     let (ca_cert, ca_key) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
     let now = OffsetDateTime::now_utc();
     let (issuer, ca_created) = match pair_state(&ca_cert, &ca_key)? {
-        PairState::Present => (load_ca(&ca_cert, &ca_key)?, false),
+        PairState::Present => (load_ca(&ca_cert, &ca_key)?.issuer, false),
         PairState::Absent => (create_ca(&ca_cert, &ca_key, now)?, true),
     };
     for id in &todo {
@@ -143,6 +142,20 @@ pub fn issue(dir: &Path, nodes: &[String]) -> Result<IssueReport, CertError> {
         write_new(&cert_path(dir, id), cert.pem().as_bytes(), false)?;
     }
     Ok(IssueReport { ca_created, issued: todo, kept })
+}
+
+/// A non-empty list of valid node ids, none given twice.
+fn validate_node_list(nodes: &[String]) -> Result<(), CertError> {
+    if nodes.is_empty() {
+        return Err(CertError::NoNodes);
+    }
+    for (i, id) in nodes.iter().enumerate() {
+        validate_node_id(id)?;
+        if nodes[..i].contains(id) {
+            return Err(CertError::DuplicateNode(id.clone()));
+        }
+    }
+    Ok(())
 }
 
 /// Node ids become file names and certificate names, so they are kept to a safe alphabet.
@@ -223,6 +236,14 @@ fn create_ca(
     key_path: &Path,
     now: OffsetDateTime,
 ) -> Result<Issuer<'static, KeyPair>, CertError> {
+    let (params, key, cert) = new_ca(now)?;
+    write_new(key_path, key.serialize_pem().as_bytes(), true)?;
+    write_new(cert_path, cert.pem().as_bytes(), false)?;
+    Ok(Issuer::new(params, key))
+}
+
+/// A new self-signed CA: its parameters (to issue with), key and certificate.
+fn new_ca(now: OffsetDateTime) -> Result<(CertificateParams, KeyPair, rcgen::Certificate), CertError> {
     let mut params = CertificateParams::default();
     // A CA of its own name per cluster: a certificate from another cluster is then refused as
     // "unknown issuer" rather than as a confusing bad signature from a same-named CA.
@@ -234,29 +255,74 @@ fn create_ca(
     params.not_after = now + CA_VALIDITY;
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
-    write_new(key_path, key.serialize_pem().as_bytes(), true)?;
-    write_new(cert_path, cert.pem().as_bytes(), false)?;
-    Ok(Issuer::new(params, key))
+    Ok((params, key, cert))
 }
 
-fn load_ca(cert_path: &Path, key_path: &Path) -> Result<Issuer<'static, KeyPair>, CertError> {
+/// The CA of a directory: the bundle in `ca.pem` and, of it, the CA `ca.key` belongs to.
+pub(crate) struct LoadedCa {
+    pub(crate) issuer: Issuer<'static, KeyPair>,
+    /// The issuing CA's certificate.
+    pub(crate) issuing: CertificateDer<'static>,
+    /// Every certificate of `ca.pem`, the issuing one included, in file order.
+    pub(crate) bundle: Vec<CertificateDer<'static>>,
+}
+
+fn load_ca(cert_path: &Path, key_path: &Path) -> Result<LoadedCa, CertError> {
     let cert_pem = read_text(cert_path)?;
     let key = KeyPair::from_pem(&read_text(key_path)?)
         .map_err(|source| CertError::BadKey { path: key_path.to_path_buf(), source })?;
     let bad_ca = |why: String| CertError::BadCa { path: cert_path.to_path_buf(), why };
-    let der = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .next()
-        .ok_or_else(|| bad_ca("no PEM certificate in it".into()))?
+    let bundle = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad_ca(e.to_string()))?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&der).map_err(|e| bad_ca(e.to_string()))?;
-    if !parsed.is_ca() {
-        return Err(bad_ca("it is not a CA certificate".into()));
+    if bundle.is_empty() {
+        return Err(bad_ca("no PEM certificate in it".into()));
     }
-    // A key from another CA would sign node certificates that no peer accepts; say so now.
-    if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
+    // During a rollover the bundle holds two CAs; the key says which one issues. A key of no CA
+    // in the bundle would sign node certificates that no peer accepts; say so now.
+    let mut issuing = None;
+    for der in &bundle {
+        let (_, parsed) = x509_parser::parse_x509_certificate(der).map_err(|e| bad_ca(e.to_string()))?;
+        if !parsed.is_ca() {
+            return Err(bad_ca(format!("{} is not a CA certificate", parsed.subject())));
+        }
+        if parsed.public_key().raw == key.subject_public_key_info().as_slice() {
+            issuing = Some(der.clone());
+        }
+    }
+    let Some(issuing) = issuing else {
         return Err(CertError::KeyMismatch { cert: cert_path.to_path_buf(), key: key_path.to_path_buf() });
+    };
+    let issuer = Issuer::from_ca_cert_der(&issuing, key).map_err(|e| bad_ca(e.to_string()))?;
+    Ok(LoadedCa { issuer, issuing, bundle })
+}
+
+/// Replace `path` with `contents` in one step (a temporary file renamed over it), so a node
+/// watching the file never reads half of it; a private key is never readable by others, not
+/// even briefly.
+fn replace_file(path: &Path, contents: &[u8], secret: bool) -> Result<(), CertError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // A leading dot: no node id starts with one, so this never collides with a node's files.
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let _ = fs::remove_file(&tmp);
+    write_new(&tmp, contents, secret)?;
+    fs::rename(&tmp, path).map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        CertError::Write { path: path.to_path_buf(), source }
+    })
+}
+
+/// PEM text of one DER certificate.
+fn cert_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
     }
-    Issuer::from_ca_cert_der(&der, key).map_err(|e| bad_ca(e.to_string()))
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 fn node_params(id: &str, now: OffsetDateTime) -> Result<CertificateParams, CertError> {
@@ -342,7 +408,7 @@ mod tests {
 
     fn node_id_in(path: &Path) -> Option<String> {
         let pem = fs::read(path).unwrap();
-        let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap();
+        let der = CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap();
         node_id_of_cert(&der)
     }
 

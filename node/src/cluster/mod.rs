@@ -28,7 +28,7 @@ use meridian_raft_store::{MeridianNode, RaftConfig, RaftStore, RaftTimings};
 use crate::config::NodeConfig;
 use crate::core::table;
 use crate::gateway::Gateway;
-use crate::peer::{kind, PeerCall, PeerPlane, PeerTls};
+use crate::peer::{kind, CredentialWatch, PeerCall, PeerPlane, TlsFiles};
 
 pub struct Cluster {
     pub id: String,
@@ -61,7 +61,10 @@ impl Cluster {
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Cluster>> {
         let tls_dir = cfg.tls_dir.as_ref().context("cluster mode needs --tls-dir")?;
-        let tls = PeerTls::load(tls_dir, &cfg.id).map_err(|e| anyhow::anyhow!("tls_dir: {e}"))?;
+        let tls_files = TlsFiles::new(tls_dir, &cfg.id);
+        // Taken before loading, so a change made while the node starts is picked up later.
+        let tls_fingerprint = tls_files.fingerprint();
+        let tls = tls_files.load().map_err(|e| anyhow::anyhow!("tls_dir: {e}"))?;
         let peer = PeerPlane::bind(cfg.peer, tls)
             .await
             .map_err(|e| anyhow::anyhow!("binding the peer plane to {}: {e}", cfg.peer))?;
@@ -124,6 +127,10 @@ impl Cluster {
                 )
                 .await;
         });
+        // Renewed certificates and CA bundles are picked up without a restart.
+        tokio::spawn(
+            CredentialWatch::new(cluster.peer.clone(), tls_files, tls_fingerprint).run(stop.clone()),
+        );
         tokio::spawn(apply_tables(cluster.clone(), gw.clone()));
         tokio::spawn(publish_facts(cluster.clone(), gw.clone()));
         tokio::spawn(watch_leader(cluster.clone()));

@@ -105,5 +105,6 @@ impl Cluster {
         gauge(out, "meridian_gossip_live_members", "Members gossip reports live.", m.live_count() as u64);
         gauge(out, "meridian_gossip_dead_members", "Members gossip reports dead.", m.dead_count() as u64);
         self.peer.stats().render(out);
+        self.peer.render_tls_metrics(out);
     }
 }

@@ -3,18 +3,26 @@
 //! Owns the UDP socket bound on `--peer` (server and client share it), the transport settings, and
 //! the connection cache. Every RPC gets its own bi-directional stream on the cached connection, so
 //! a slow call never holds up another. Serving incoming calls is in `serve.rs`.
+//!
+//! The TLS material can be replaced while the plane runs (`replace_tls`): new dials and new
+//! incoming connections use the new material at once; cached outgoing connections are retired
+//! (taken out of the cache, so the next call redials, and closed by quinn once the calls still
+//! running on them end); incoming ones are re-checked against the new trust bundle in `serve.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use quinn::{Connection, Endpoint, IdleTimeout, RecvStream, SendStream, TransportConfig, VarInt};
+use tokio::sync::watch;
 
 use super::error::PeerError;
 use super::frame::{self, DEFAULT_MAX_FRAME};
+use super::reload::ReloadCounts;
 use super::stats::PeerStats;
-use super::tls::{PeerTls, SERVER_NAME};
+use super::tls::{PeerTls, TlsError, SERVER_NAME};
 
 /// Transport settings of the peer plane.
 #[derive(Debug, Clone)]
@@ -52,10 +60,21 @@ pub struct PeerPlane {
 pub(super) struct Inner {
     pub(super) endpoint: Endpoint,
     local_addr: SocketAddr,
-    pub(super) tls: PeerTls,
+    /// This node's id; every material the plane ever holds names it.
+    id: String,
+    /// The current TLS material: what new dials present and check, and what the server config
+    /// was built from.
+    pub(super) tls: ArcSwap<PeerTls>,
+    /// Bumped by every `replace_tls`: connections made under an earlier number are not reused
+    /// for new calls, and serving loops re-check their caller against the new trust bundle.
+    pub(super) generation: watch::Sender<u64>,
+    /// Whether the endpoint still takes new connections. Shutdown and a reload both set the
+    /// server config under this lock, so a reload racing a shutdown cannot reopen the endpoint.
+    pub(super) accepting: Mutex<bool>,
     pub(super) transport: Arc<TransportConfig>,
     pub(super) options: PeerOptions,
     pub(super) stats: PeerStats,
+    pub(super) reloads: ReloadCounts,
     /// Outgoing connections by the peer's node id.
     peers: Mutex<HashMap<String, Arc<PeerSlot>>>,
 }
@@ -71,7 +90,8 @@ const REDIAL_AFTER: Duration = Duration::from_millis(200);
 
 #[derive(Default)]
 struct PeerSlot {
-    conn: Mutex<Option<Connection>>,
+    /// The connection and the TLS generation it was dialled under.
+    conn: Mutex<Option<(Connection, u64)>>,
     dialling: tokio::sync::Mutex<()>,
     /// The last failed dial: dials queued behind it for the same address fail at once instead of
     /// each waiting out a handshake to a dead peer in turn.
@@ -79,10 +99,13 @@ struct PeerSlot {
 }
 
 impl PeerSlot {
-    /// The cached connection, if it is still open and still to the address gossip gives now.
-    fn live(&self, addr: SocketAddr) -> Option<Connection> {
+    /// The cached connection, if it is still open, still to the address gossip gives now, and
+    /// made with the current TLS material.
+    fn live(&self, addr: SocketAddr, generation: u64) -> Option<Connection> {
         let conn = lock(&self.conn);
-        conn.as_ref().filter(|c| c.close_reason().is_none() && c.remote_address() == addr).cloned()
+        conn.as_ref()
+            .filter(|(c, g)| *g == generation && c.close_reason().is_none() && c.remote_address() == addr)
+            .map(|(c, _)| c.clone())
     }
 }
 
@@ -111,10 +134,14 @@ impl PeerPlane {
             inner: Arc::new(Inner {
                 endpoint,
                 local_addr,
-                tls,
+                id: tls.id().to_string(),
+                tls: ArcSwap::from_pointee(tls),
+                generation: watch::channel(0).0,
+                accepting: Mutex::new(true),
                 transport,
                 options,
                 stats: PeerStats::default(),
+                reloads: ReloadCounts::default(),
                 peers: Mutex::new(HashMap::new()),
             }),
         })
@@ -122,7 +149,49 @@ impl PeerPlane {
 
     /// This node's id, from its certificate.
     pub fn id(&self) -> &str {
-        self.inner.tls.id()
+        &self.inner.id
+    }
+
+    /// The TLS material in use now.
+    pub fn tls(&self) -> Arc<PeerTls> {
+        self.inner.tls.load_full()
+    }
+
+    /// Use `tls` from now on: new incoming connections get its certificate and are checked
+    /// against its trust bundle, new dials present and check it. Established connections are not
+    /// cut: cached outgoing ones are retired (the next call redials; calls still running on them
+    /// finish, then quinn closes them), and incoming ones whose caller the new bundle no longer
+    /// trusts are closed by their serving loop. Returns how many outgoing connections were retired.
+    pub fn replace_tls(&self, tls: PeerTls) -> Result<usize, PeerError> {
+        if tls.id() != self.inner.id {
+            return Err(PeerError::Tls(TlsError::WrongNode {
+                what: "the new TLS material".into(),
+                expected: self.inner.id.clone(),
+                found: tls.id().to_string(),
+            }));
+        }
+        let mut server = quinn::ServerConfig::with_crypto(tls.quic_server_config());
+        server.transport_config(self.inner.transport.clone());
+        {
+            let accepting = lock(&self.inner.accepting);
+            if *accepting {
+                self.inner.endpoint.set_server_config(Some(server));
+            }
+            self.inner.tls.store(Arc::new(tls));
+        }
+        self.inner.generation.send_modify(|g| *g += 1);
+        let slots: Vec<Arc<PeerSlot>> = lock(&self.inner.peers).values().cloned().collect();
+        // Dropping our handle is enough: quinn closes a connection once no handle and no stream
+        // of it is left, so a call in flight on it still completes.
+        let retired = slots.iter().filter(|slot| lock(&slot.conn).take().is_some()).count();
+        Ok(retired)
+    }
+
+    /// Stop taking new connections (shutdown). A later `replace_tls` does not undo it.
+    pub(super) fn stop_accepting(&self) {
+        let mut accepting = lock(&self.inner.accepting);
+        *accepting = false;
+        self.inner.endpoint.set_server_config(None);
     }
 
     /// The bound address (with the real port when bound on port 0).
@@ -196,7 +265,7 @@ impl PeerPlane {
     pub fn rtt(&self, id: &str) -> Option<Duration> {
         let slot = lock(&self.inner.peers).get(id)?.clone();
         let conn = lock(&slot.conn);
-        conn.as_ref().filter(|c| c.close_reason().is_none()).map(|c| c.rtt())
+        conn.as_ref().filter(|(c, _)| c.close_reason().is_none()).map(|(c, _)| c.rtt())
     }
 
     /// Close the cached connection to `id` (gossip says the node is dead): every stream on it
@@ -204,7 +273,7 @@ impl PeerPlane {
     pub fn drop_peer(&self, id: &str) {
         let slot = lock(&self.inner.peers).get(id).cloned();
         if let Some(slot) = slot {
-            if let Some(conn) = lock(&slot.conn).take() {
+            if let Some((conn, _)) = lock(&slot.conn).take() {
                 conn.close(VarInt::from_u32(0), b"peer reported dead");
             }
         }
@@ -212,6 +281,7 @@ impl PeerPlane {
 
     /// Close every connection and stop the endpoint; waits briefly so peers are told.
     pub async fn close(&self) {
+        self.stop_accepting();
         self.inner.endpoint.close(VarInt::from_u32(0), b"node shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.endpoint.wait_idle()).await;
     }
@@ -219,7 +289,7 @@ impl PeerPlane {
     /// The cached connection to `id` at `addr`, dialling it if needed. `true` if just dialled.
     async fn connection(&self, id: &str, addr: SocketAddr) -> Result<(Connection, bool), PeerError> {
         let slot = lock(&self.inner.peers).entry(id.to_string()).or_default().clone();
-        if let Some(conn) = slot.live(addr) {
+        if let Some(conn) = slot.live(addr, *self.inner.generation.borrow()) {
             return Ok((conn, false));
         }
         // The dial runs in a task of its own, holding the slot's dial lock: a caller that gives up
@@ -230,7 +300,8 @@ impl PeerPlane {
         let dial = tokio::spawn(async move {
             let _dialling = slot.dialling.lock().await;
             // Someone else may have dialled while we waited.
-            if let Some(conn) = slot.live(addr) {
+            let generation = *plane.inner.generation.borrow();
+            if let Some(conn) = slot.live(addr, generation) {
                 return Ok((conn, false));
             }
             let recent_failure = *lock(&slot.failed);
@@ -251,7 +322,9 @@ impl PeerPlane {
                     return Err(e);
                 }
             };
-            *lock(&slot.conn) = Some(conn.clone());
+            // Dialled with the material of `generation` (or newer): a reload during the handshake
+            // makes it stale at once, so the next call dials again with the new material.
+            *lock(&slot.conn) = Some((conn.clone(), generation));
             Ok((conn, true))
         });
         match dial.await {
@@ -262,7 +335,7 @@ impl PeerPlane {
     }
 
     async fn dial(&self, id: &str, addr: SocketAddr) -> Result<Connection, PeerError> {
-        let crypto = self.inner.tls.quic_client_config(id)?;
+        let crypto = self.inner.tls.load().quic_client_config(id)?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(self.inner.transport.clone());
         let connecting = self

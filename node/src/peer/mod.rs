@@ -1,4 +1,4 @@
-//! The peer plane: node-to-node RPC over QUIC with mutual TLS against the cluster CA.
+//! The peer plane: node-to-node RPC over QUIC with mutual TLS against the cluster's CA bundle.
 //!
 //! Owns the peer endpoint (`--peer`), its TLS identities, the connection to each peer and the
 //! framing of messages on streams. It carries Raft RPCs, writes forwarded to the leader and
@@ -6,7 +6,9 @@
 //! their own payloads. Who lives at which address comes from gossip; this module only refuses a
 //! peer whose certificate does not name the node the caller expected.
 //!
-//! - [`tls`]: certificates and the rustls/quinn configurations built from them.
+//! - [`tls`]: certificates and the rustls/quinn configurations built from them; `verify`: the
+//!   client's check that the server is the node it meant to call.
+//! - [`reload`]: watching the TLS files and swapping in changed material without a restart.
 //! - [`frame`]: length-prefixed frames and bincode messages on a stream.
 //! - [`endpoint`]: `PeerPlane`: bind, dial, the connection cache, unary calls.
 //! - `serve`: the accept loop and [`PeerCall`].
@@ -15,18 +17,23 @@
 pub mod endpoint;
 pub mod error;
 pub mod frame;
+pub mod reload;
 mod serve;
 pub mod stats;
 pub mod tls;
+mod verify;
 
+#[cfg(test)]
+mod reload_tests;
 #[cfg(test)]
 mod tests;
 
 pub use endpoint::{PeerOptions, PeerPlane};
 pub use error::PeerError;
+pub use reload::{CredentialWatch, TlsFiles};
 pub use serve::PeerCall;
 pub use stats::PeerStats;
-pub use tls::{peer_id_of, PeerTls, PemSource};
+pub use tls::{peer_id_of, PeerTls, PemSource, TlsSummary};
 
 /// RPC kinds: the first byte of a request frame.
 pub mod kind {

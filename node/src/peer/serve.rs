@@ -1,8 +1,10 @@
 //! Serving the peer plane: accept connections, read each stream's request, hand it to a handler.
 //!
 //! Owns the accept loop and `PeerCall`, what a handler receives. rustls has already verified the
-//! caller's certificate chain against the cluster CA before a connection gets here; this module
-//! reads the caller's node id from it. What a call means is the handler's business, not ours.
+//! caller's certificate chain against the trust bundle before a connection gets here; this module
+//! reads the caller's node id from it, and checks the chain again whenever the TLS material is
+//! replaced: a caller the new bundle does not trust loses its connection. What a call means is
+//! the handler's business, not ours.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,11 +16,14 @@ use tokio::sync::watch;
 use super::endpoint::PeerPlane;
 use super::frame::{self, code, FrameError};
 use super::stats::PeerStats;
-use super::tls::peer_id_of;
+use super::tls::{peer_chain, peer_id_of};
 
 /// Close code for a connection whose certificate names no node (cannot happen with certificates
 /// from `meridian certs`, but the CA might have signed something else).
 const NO_NODE_ID: VarInt = VarInt::from_u32(0x10);
+/// Close code for a connection whose caller's certificate a reloaded trust bundle no longer
+/// accepts (its CA was dropped, or the certificate expired).
+const NO_LONGER_TRUSTED: VarInt = VarInt::from_u32(0x11);
 const SHUTTING_DOWN: VarInt = VarInt::from_u32(0);
 
 /// One incoming RPC: who called, what kind, the request payload, and the way to answer.
@@ -89,7 +94,7 @@ impl PeerPlane {
                 },
             }
         }
-        self.inner.endpoint.set_server_config(None);
+        self.stop_accepting();
         let _ = stop.send(true);
     }
 }
@@ -102,6 +107,8 @@ async fn serve_connection(
 ) {
     let stats = &plane.inner.stats;
     let remote = incoming.remote_address();
+    // Before the handshake: material replaced while it runs (under the old trust) is checked too.
+    let mut generation = plane.inner.generation.subscribe();
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
@@ -120,6 +127,19 @@ async fn serve_connection(
     tracing::debug!(%remote, peer = %from, "peer connected");
     loop {
         tokio::select! {
+            Ok(()) = generation.changed() => {
+                // Calls still running on it are cut too: their caller presented a certificate
+                // this node no longer accepts. A peer that renewed its pair dials anew with it;
+                // the connection it retired at its own reload only carries calls begun before.
+                let chain = peer_chain(&conn).unwrap_or_default();
+                if let Err(e) = plane.tls().check_caller(&chain) {
+                    PeerStats::bump(&stats.connections_revoked);
+                    tracing::warn!(%remote, peer = %from, error = %e,
+                        "closing a peer connection: the reloaded trust bundle no longer accepts its certificate");
+                    conn.close(NO_LONGER_TRUSTED, b"certificate no longer trusted");
+                    return;
+                }
+            }
             streams = conn.accept_bi() => match streams {
                 Ok((send, recv)) => {
                     tokio::spawn(serve_stream(plane.clone(), from.clone(), send, recv, handler.clone()));

@@ -16,6 +16,9 @@ pub struct PeerStats {
     pub handshakes_failed_inbound: AtomicU64,
     /// Frames refused for being over the size limit, truncated, or malformed.
     pub frames_rejected: AtomicU64,
+    /// Incoming connections closed because a reloaded trust bundle no longer accepts the
+    /// caller's certificate.
+    pub connections_revoked: AtomicU64,
 }
 
 impl PeerStats {
@@ -50,6 +53,13 @@ impl PeerStats {
              meridian_peer_frames_rejected_total {}",
             get(&self.frames_rejected),
         );
+        let _ = writeln!(
+            out,
+            "# HELP meridian_peer_connections_revoked_total Incoming peer connections closed because a reloaded trust bundle no longer accepts the caller's certificate.\n\
+             # TYPE meridian_peer_connections_revoked_total counter\n\
+             meridian_peer_connections_revoked_total {}",
+            get(&self.connections_revoked),
+        );
     }
 }
 
@@ -68,6 +78,7 @@ mod tests {
         assert!(out.contains("meridian_peer_connections_total{direction=\"outbound\"} 0\n"), "{out}");
         assert!(out.contains("meridian_peer_handshake_failures_total{direction=\"inbound\"} 1\n"), "{out}");
         assert!(out.contains("meridian_peer_frames_rejected_total 2\n"), "{out}");
-        assert_eq!(out.matches("# TYPE").count(), 3);
+        assert!(out.contains("meridian_peer_connections_revoked_total 0\n"), "{out}");
+        assert_eq!(out.matches("# TYPE").count(), 4);
     }
 }

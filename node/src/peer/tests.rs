@@ -11,11 +11,13 @@ use super::frame::{self, code, FrameError};
 use super::*;
 use crate::certs::{self, TestDir, CA_CERT_FILE};
 
-const TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(5);
 /// Kind that makes the test handler answer with a big reply.
 const BIG_REPLY: u8 = 9;
 /// Kind that makes the test handler drop the call unanswered.
 const NO_ANSWER: u8 = 10;
+/// Kind that makes the test handler wait 500 ms before it answers.
+pub(super) const SLOW: u8 = 11;
 
 fn issue(dir: &TestDir, ids: &[&str]) {
     let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
@@ -23,18 +25,18 @@ fn issue(dir: &TestDir, ids: &[&str]) {
 }
 
 /// A node serving an echo handler until the returned sender is dropped.
-struct TestNode {
-    plane: PeerPlane,
-    _stop: oneshot::Sender<()>,
+pub(super) struct TestNode {
+    pub(super) plane: PeerPlane,
+    pub(super) _stop: oneshot::Sender<()>,
 }
 
 impl TestNode {
-    fn addr(&self) -> SocketAddr {
+    pub(super) fn addr(&self) -> SocketAddr {
         self.plane.local_addr()
     }
 }
 
-async fn start(tls: PeerTls, options: PeerOptions) -> TestNode {
+pub(super) async fn start(tls: PeerTls, options: PeerOptions) -> TestNode {
     let plane = PeerPlane::bind_with("127.0.0.1:0".parse().unwrap(), tls, options).await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = plane.clone();
@@ -53,6 +55,10 @@ fn echo(call: PeerCall) -> BoxFuture<'static, ()> {
                 let _ = call.reply(&[7u8; 4096]).await;
             }
             NO_ANSWER => drop(call),
+            SLOW => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = call.reply(b"slow").await;
+            }
             kind => {
                 let answer =
                     format!("kind {kind} from {}: {}", call.from, String::from_utf8_lossy(&call.payload));
@@ -63,7 +69,7 @@ fn echo(call: PeerCall) -> BoxFuture<'static, ()> {
     .boxed()
 }
 
-fn text(reply: Result<Vec<u8>, PeerError>) -> String {
+pub(super) fn text(reply: Result<Vec<u8>, PeerError>) -> String {
     String::from_utf8(reply.unwrap()).unwrap()
 }
 
