@@ -90,9 +90,15 @@ impl Cluster {
         rcfg.timings = if cfg.raft_wan { RaftTimings::wan() } else { RaftTimings::lan() };
         let transport =
             Arc::new(transport::QuicRaftTransport { peer: peer.clone(), members: gossip.watch() });
-        let raft = RaftStore::open(rcfg, transport)
-            .await
-            .map_err(|e| anyhow::anyhow!("opening the raft store in {}: {e}", cfg.data_dir.display()))?;
+        let raft = match RaftStore::open(rcfg, transport).await {
+            Ok(raft) => raft,
+            Err(e) => {
+                // Stop gossip in order (peers hear we left) rather than by dropping the runtime,
+                // which looks to gossip's watcher like a crashed server.
+                gossip.leave().await;
+                return Err(anyhow::anyhow!("opening the raft store in {}: {e}", cfg.data_dir.display()));
+            }
+        };
 
         println!("meridian node {} cluster gossip={} peer={peer_addr}", cfg.id, gossip.local_addr());
         let cluster = Arc::new(Cluster {
