@@ -8,11 +8,12 @@
 #      - keep-alive (the figure that matters): Meridian / nginx req/s            target >= 1.0
 #                                              Meridian / nginx p99              target <= 1.0
 #      - a new connection and a full handshake per request (`Connection: close`; rows *-tls-close):
-#        the same ratios, no target (the client's half of each handshake runs on the load core)
+#        the same ratios and the servers' CPU per request (= per handshake), no target: wrk's half of
+#        each handshake (OpenSSL 3) runs on the load core and usually bounds req/s there
 #      - plain HTTP through the same two processes (rows *-http): what TLS itself costs each side.
 #      Same certificate and key on both sides (ECDSA P-256, self-signed by openssl for
-#      bench.meridian.test and localhost; Meridian reads it from --https-cert-dir as localhost.pem /
-#      localhost.key and default.pem / default.key). Same TLS: 1.3, TLS_AES_128_GCM_SHA256, X25519.
+#      bench.meridian.test and localhost; Meridian reads it from --https-cert-dir as the pair
+#      default.pem / default.key). Same TLS: 1.3, TLS_AES_128_GCM_SHA256, X25519.
 #      wrk (OpenSSL) offers only that suite and group, through an OPENSSL_CONF file; nginx is pinned
 #      to them too (ssl_protocols, ssl_conf_command Ciphersuites, ssl_ecdh_curve); rustls in
 #      Meridian can only answer with what the client offers. Before measuring, `openssl s_client`
@@ -21,9 +22,15 @@
 #      HTTP/1.1 on both sides. wrk connects to https://localhost:PORT, so SNI is `localhost`.
 #   2. JWT cost end to end: the same Meridian node over plain HTTP, three routes to the same upstream
 #      that differ only in `auth`: none (meridian-http), JWT HS256 and JWT ES256 (issuer and audience
-#      checked; tokens signed with openssl, sent as `authorization: Bearer`). req/s against no auth
-#      and the added us per request, 1e6/rps(jwt) - 1e6/rps(none): wall time per request on the
-#      node's one saturated core (the core-busy columns say whether it was). No target.
+#      checked; tokens signed with openssl, sent as `authorization: Bearer`). req/s against no auth,
+#      and the added us per request two ways: the node's own CPU time per request (below) minus that
+#      of no auth, and 1e6/rps(jwt) - 1e6/rps(none), wall time per request, which only means the
+#      same when the node's core is the bottleneck (the core-busy columns say). No target.
+#   Every row also shows the server's CPU time per request (/proc/PID/stat of nginx's master and
+#   worker, or of the Meridian process, around the measured run, over the requests wrk counted): on
+#   two cores where wrk and the upstream saturate core 1, req/s alone can hide what the target costs.
+#   And the share of core 0 that went to other processes meanwhile (core 0 busy minus the target's
+#   own CPU): a build or test run of someone else lands there, and the script warns above 10%.
 #   3. JWT cost per check (node/examples/jwt_bench.rs, `cargo run --release -p meridian --example
 #      jwt_bench`): ns per request of the route's auth check (`meridian::auth::admit`), one thread,
 #      for no auth, API key, JWT HS256, RS256, ES256, and of the signature check alone. No target.
@@ -173,14 +180,13 @@ log "ports: upstream=$UP_PORT nginx=$NGINX_PORT nginx-tls=$NGINX_TLS_PORT" \
 # --- certificate, client TLS settings, tokens --------------------------------
 CERT_DIR=$TMP/certs
 mkdir -p "$CERT_DIR"
+# One pair, `default`: Meridian serves it for its names and to clients whose SNI matches no pair.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
-    -keyout "$CERT_DIR/localhost.key" -out "$CERT_DIR/localhost.pem" -subj "/CN=bench.meridian.test" \
+    -keyout "$CERT_DIR/default.key" -out "$CERT_DIR/default.pem" -subj "/CN=bench.meridian.test" \
     -addext "subjectAltName=DNS:bench.meridian.test,DNS:localhost" 2>"$TMP/openssl-req.log" ||
     die "openssl could not make the certificate: $(cat "$TMP/openssl-req.log")"
-cp "$CERT_DIR/localhost.pem" "$CERT_DIR/default.pem"
-cp "$CERT_DIR/localhost.key" "$CERT_DIR/default.key"
-chmod 600 "$CERT_DIR"/*.key
-CERT=$CERT_DIR/localhost.pem
+chmod 600 "$CERT_DIR/default.key"
+CERT=$CERT_DIR/default.pem
 CERT_FP=$(openssl x509 -in "$CERT" -noout -fingerprint -sha256 | sed 's/.*=//')
 # curl (readiness and body checks) trusts exactly this certificate.
 export CURL_CA_BUNDLE=$CERT
@@ -292,7 +298,7 @@ EOF
         listen 127.0.0.1:$NGINX_PORT;
         listen 127.0.0.1:$NGINX_TLS_PORT ssl;
         ssl_certificate $CERT;
-        ssl_certificate_key $CERT_DIR/localhost.key;
+        ssl_certificate_key $CERT_DIR/default.key;
         ssl_protocols $TLS_PROTOCOL;
         ssl_conf_command Ciphersuites $TLS_SUITE;
         ssl_ecdh_curve $TLS_GROUP;
@@ -384,7 +390,7 @@ tls_check nginx-tls "$NGINX_TLS_PORT"
 ((meridian_tls)) && tls_check meridian-tls "$MERIDIAN_TLS_PORT"
 
 # --- measurements -----------------------------------------------------------------
-declare -A RPS P50 P99 ERRS CPU_S CPU_C CPU_US
+declare -A RPS P50 P99 ERRS CPU_S CPU_C CPU_US CPU_OTHER
 ROWS=()
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -395,6 +401,13 @@ proc_cpu_ticks() {
     for pid in "$@"; do
         sed 's/^.*) //' "/proc/$pid/stat"
     done | awk '{ t += $12 + $13 } END { print t + 0 }'
+}
+
+# process_ticks FILE: per core, the jiffies spent in processes (user + nice + system), apart from
+# interrupts and softirqs (where the kernel also handles loopback packets for whoever sent them)
+# and steal, and the total.
+process_ticks() {
+    awk '/^cpu[0-9]+ / { print $1, $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat >"$1"
 }
 
 # bench NAME URL [HEADER]: checks the body, warms up, then runs the measured wrk (HEADER on every
@@ -415,26 +428,39 @@ bench() {
     body=$(curl -fsS --max-time 2 "${hdr[@]}" "$url") || die "$name: request to $url failed"
     [[ $body == hello ]] || die "$name: unexpected body from $url: '$body'"
 
-    log "$name: warmup ${WARMUP}s"
-    run_client /dev/null $((WARMUP + 15)) env OPENSSL_CONF="$CLIENT_TLS_CONF" taskset -c "$CLIENT_CPU" \
-        wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${hdr[@]}" "$url"
+    if ((WARMUP > 0)); then
+        log "$name: warmup ${WARMUP}s"
+        run_client /dev/null $((WARMUP + 15)) env OPENSSL_CONF="$CLIENT_TLS_CONF" taskset -c "$CLIENT_CPU" \
+            wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "${hdr[@]}" "$url"
+    fi
     log "$name: measuring ${DURATION}s"
     out="$TMP/wrk-$name.txt"
     cpu_ticks "$TMP/cpu-before"
     ticks=$(proc_cpu_ticks "${pids[@]}")
+    process_ticks "$TMP/proc-before"
     run_client "$out" $((DURATION + 15)) env OPENSSL_CONF="$CLIENT_TLS_CONF" taskset -c "$CLIENT_CPU" \
         wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${hdr[@]}" "$url"
     ticks=$(($(proc_cpu_ticks "${pids[@]}") - ticks))
+    process_ticks "$TMP/proc-after"
     cpu_ticks "$TMP/cpu-after"
+    CPU_S[$name]=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$SERVER_CPU")
+    # Core 0 process time that was not the target's: other work on the machine, inside this
+    # row's figures. (The target is pinned there, so all its own time is core 0's.)
+    CPU_OTHER[$name]=$(awk -v t="$ticks" -v cpu="cpu$SERVER_CPU" '
+        FNR == NR { if ($1 == cpu) { p = $2; a = $3 }; next }
+        $1 == cpu { o = 100 * ($2 - p - t) / ($3 - a); printf "%.0f", o < 0 ? 0 : o }
+    ' "$TMP/proc-before" "$TMP/proc-after")
     requests=$(awk '/ requests in / { print $1 }' "$out")
     CPU_US[$name]=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v n="${requests:-0}" \
         'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "n/a" }')
-    CPU_S[$name]=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$SERVER_CPU")
     CPU_C[$name]=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$CLIENT_CPU")
     read -r "RPS[$name]" "P50[$name]" "P99[$name]" "ERRS[$name]" < <(parse_wrk "$out") || {
         cat "$out" >&2
         die "$name: could not parse wrk output"
     }
+    if ((CPU_OTHER[$name] > 10)); then
+        warn "$name: ${CPU_OTHER[$name]}% of core $SERVER_CPU went to processes other than the target; figure is disturbed"
+    fi
     if ((CPU_C[$name] >= 90 && CPU_S[$name] < 90)); then
         warn "$name: core $SERVER_CPU only ${CPU_S[$name]}% busy while client core $CLIENT_CPU was ${CPU_C[$name]}%; figure is likely client-bound"
     fi
@@ -510,6 +536,8 @@ add_measure "TLS, new connection per request: Meridian / nginx req/s" \
     "$(rrow RPS meridian-tls-close nginx-tls-close)" "—" "—"
 add_measure "TLS, new connection per request: Meridian / nginx p99" \
     "$(rrow P99 meridian-tls-close nginx-tls-close)" "—" "—"
+add_measure "TLS, new connection per request: Meridian / nginx server CPU per request" \
+    "$(rrow CPU_US meridian-tls-close nginx-tls-close)" "—" "—"
 add_measure "plain HTTP: Meridian / nginx req/s" "$(rrow RPS meridian-http nginx-http)" "—" "—"
 add_measure "TLS / plain HTTP req/s, nginx" "$(rrow RPS nginx-tls nginx-http)" "—" "—"
 add_measure "TLS / plain HTTP req/s, Meridian" "$(rrow RPS meridian-tls meridian-http)" "—" "—"
@@ -538,17 +566,17 @@ micro_label() {
     esac
 }
 
-printf '\n%-20s %10s %8s %8s %12s %7s %7s %7s\n' target "req/s" "p50 ms" "p99 ms" "cpu us/req" errors \
-    "cpu$SERVER_CPU%" "cpu$CLIENT_CPU%"
+printf '\n%-20s %10s %8s %8s %12s %7s %7s %9s %7s\n' target "req/s" "p50 ms" "p99 ms" "cpu us/req" errors \
+    "cpu$SERVER_CPU%" "(others)" "cpu$CLIENT_CPU%"
 for t in "${ROWS[@]}"; do
-    printf '%-20s %10.0f %8.3f %8.3f %12s %7s %7s %7s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU_US[$t]}" \
-        "${ERRS[$t]}" "${CPU_S[$t]}" "${CPU_C[$t]}"
+    printf '%-20s %10.0f %8.3f %8.3f %12s %7s %7s %9s %7s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${CPU_US[$t]}" \
+        "${ERRS[$t]}" "${CPU_S[$t]}" "(${CPU_OTHER[$t]})" "${CPU_C[$t]}"
 done
 ((meridian_tls)) || printf '%-20s %10s   (not measured: %s)\n' meridian-tls - "$tls_skip_reason"
 echo
 for m in "${MEASURES[@]}"; do
     IFS='|' read -r what value target result <<<"$m"
-    printf '%-68s %8s %8s %5s\n' "$what" "$value" "$target" "$result"
+    printf '%-76s %8s %8s %5s\n' "$what" "$value" "$target" "$result"
 done
 echo
 printf '%-70s %12s\n' "jwt_bench case (one thread)" "ns/request"
@@ -570,11 +598,11 @@ if ((markdown)); then
         "wrk + upstream on core $CLIENT_CPU. TLS: $TLS_PROTOCOL $TLS_SUITE $TLS_GROUP, ECDSA P-256 certificate, checked" \
         "with s_client on each side."
     echo
-    echo "| target | req/s | p50 ms | p99 ms | server CPU us/req | errors | core $SERVER_CPU busy | core $CLIENT_CPU busy |"
+    echo "| target | req/s | p50 ms | p99 ms | server CPU us/req | errors | core $SERVER_CPU busy (other processes) | core $CLIENT_CPU busy |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for t in "${ROWS[@]}"; do
-        printf '| %s | %.0f | %.3f | %.3f | %s | %s | %s%% | %s%% |\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
-            "${CPU_US[$t]}" "${ERRS[$t]}" "${CPU_S[$t]}" "${CPU_C[$t]}"
+        printf '| %s | %.0f | %.3f | %.3f | %s | %s | %s%% (%s%%) | %s%% |\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
+            "${CPU_US[$t]}" "${ERRS[$t]}" "${CPU_S[$t]}" "${CPU_OTHER[$t]}" "${CPU_C[$t]}"
     done
     ((meridian_tls)) || echo "| meridian-tls | not measured: $tls_skip_reason | | | | | | |"
     echo
