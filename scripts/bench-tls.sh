@@ -29,8 +29,8 @@
 #   Every row also shows the server's CPU time per request (/proc/PID/stat of nginx's master and
 #   worker, or of the Meridian process, around the measured run, over the requests wrk counted): on
 #   two cores where wrk and the upstream saturate core 1, req/s alone can hide what the target costs.
-#   And the share of core 0 that went to other processes meanwhile (core 0 busy minus the target's
-#   own CPU): a build or test run of someone else lands there, and the script warns above 10%.
+#   And the share of core 0 that went to other processes or to the hypervisor (steal) meanwhile:
+#   a build or test run of someone else lands there, and the script warns above 10%.
 #   3. JWT cost per check (node/examples/jwt_bench.rs, `cargo run --release -p meridian --example
 #      jwt_bench`): ns per request of the route's auth check (`meridian::auth::admit`), one thread,
 #      for no auth, API key, JWT HS256, RS256, ES256, and of the signature check alone. No target.
@@ -403,11 +403,11 @@ proc_cpu_ticks() {
     done | awk '{ t += $12 + $13 } END { print t + 0 }'
 }
 
-# process_ticks FILE: per core, the jiffies spent in processes (user + nice + system), apart from
-# interrupts and softirqs (where the kernel also handles loopback packets for whoever sent them)
-# and steal, and the total.
+# process_ticks FILE: per core, the jiffies spent in processes (user + nice + system) or stolen by
+# the hypervisor (steal), apart from interrupts and softirqs (where the kernel also handles
+# loopback packets for whoever sent them), and the total.
 process_ticks() {
-    awk '/^cpu[0-9]+ / { print $1, $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat >"$1"
+    awk '/^cpu[0-9]+ / { print $1, $2 + $3 + $4 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat >"$1"
 }
 
 # bench NAME URL [HEADER]: checks the body, warms up, then runs the measured wrk (HEADER on every
@@ -444,8 +444,8 @@ bench() {
     process_ticks "$TMP/proc-after"
     cpu_ticks "$TMP/cpu-after"
     CPU_S[$name]=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$SERVER_CPU")
-    # Core 0 process time that was not the target's: other work on the machine, inside this
-    # row's figures. (The target is pinned there, so all its own time is core 0's.)
+    # Core 0 time that went to other processes or to the hypervisor: other work on the machine,
+    # inside this row's figures. (The target is pinned there, so all its own time is core 0's.)
     CPU_OTHER[$name]=$(awk -v t="$ticks" -v cpu="cpu$SERVER_CPU" '
         FNR == NR { if ($1 == cpu) { p = $2; a = $3 }; next }
         $1 == cpu { o = 100 * ($2 - p - t) / ($3 - a); printf "%.0f", o < 0 ? 0 : o }
@@ -459,7 +459,7 @@ bench() {
         die "$name: could not parse wrk output"
     }
     if ((CPU_OTHER[$name] > 10)); then
-        warn "$name: ${CPU_OTHER[$name]}% of core $SERVER_CPU went to processes other than the target; figure is disturbed"
+        warn "$name: ${CPU_OTHER[$name]}% of core $SERVER_CPU went to other processes or steal; figure is disturbed"
     fi
     if ((CPU_C[$name] >= 90 && CPU_S[$name] < 90)); then
         warn "$name: core $SERVER_CPU only ${CPU_S[$name]}% busy while client core $CLIENT_CPU was ${CPU_C[$name]}%; figure is likely client-bound"
