@@ -281,6 +281,19 @@ fn sni_chooses_the_certificate_for_tls13_and_tls12_and_requests_go_upstream_as_h
     assert_eq!(tls_metric(&s.node, "certificates"), 3.0);
     assert!(tls_metric(&s.node, "certificate_not_after_seconds{name=\"a\"}") > 1.7e9);
 
+    phase("a returning client resumes its session (tickets), TLS 1.3 and 1.2 alike");
+    for (versions, label) in [(TLS13, "1.3"), (TLS12, "1.2")] {
+        let config = client_config(versions, Trust::Ca(&s.pki), &[], true);
+        let mut first = connect(s.https(), config.clone(), "a.test");
+        // TLS 1.3 tickets follow the handshake: one exchange makes sure the client has read them.
+        assert_proxied_as_https(&get(&mut first, "/hello", &[]));
+        assert_eq!(first.conn.handshake_kind(), Some(rustls::HandshakeKind::Full), "TLS {label}");
+        drop(first);
+        let mut again = connect(s.https(), config, "a.test");
+        assert_eq!(again.conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed), "TLS {label}");
+        assert_proxied_as_https(&get(&mut again, "/hello", &[]));
+    }
+
     phase("the plain listener still says http, whatever the client claims");
     let r = request(s.node.http, "GET", "/hello", &[("x-forwarded-proto", "https")], b"");
     assert_eq!(r.status, 200);

@@ -120,8 +120,8 @@ pub fn render_metrics(gw: &Gateway, out: &mut String) {
     }
 }
 
-/// rustls' server configuration: the versions allowed, ALPN, and our SNI resolver. Everything
-/// else (cipher suites, key exchange groups, session resumption) is rustls' default.
+/// rustls' server configuration: the versions allowed, ALPN, our SNI resolver and stateless
+/// session resumption. Cipher suites and key exchange groups are rustls' defaults.
 pub fn server_config(
     min: MinTls,
     resolver: Arc<dyn ResolvesServerCert>,
@@ -137,6 +137,11 @@ pub fn server_config(
         .with_cert_resolver(resolver);
     // The server's order wins: h2 whenever the client offers it.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Resumption by tickets (TLS 1.2 and 1.3) sealed with keys that rotate every 6 hours and
+    // live only in this process: any number of returning clients skip the full handshake
+    // without a server-side cache (rustls' default cache holds 256 sessions). A client that
+    // lands on another node, or after a restart, does a full handshake.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(config)
 }
 
