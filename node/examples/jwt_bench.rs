@@ -96,16 +96,21 @@ fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A signed token with the claims a real issuer puts in: subject, issuer, audience, times.
-fn token(alg: &str, kid: &str, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+/// A signed token with the claims a real issuer puts in: subject, issuer, audience, times, and
+/// a token id `jti` (so tokens `n` differ).
+fn token(alg: &str, kid: &str, n: u32, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
     let now = unix_ms() / 1000;
     let header = json!({"alg": alg, "typ": "JWT", "kid": kid});
     let claims = json!({"sub": "client-42", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now - 60,
-                        "exp": now + 86_400, "scope": "read write"});
+                        "exp": now + 86_400, "scope": "read write", "jti": n});
     let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
     let sig = sign(input.as_bytes());
     format!("{input}.{}", b64(&sig))
 }
+
+/// Distinct tokens cycled through so that none is seen again before the route's signature
+/// cache (at most 4096 tokens) has forgotten it: every request pays the signature check.
+const FIRST_SIGHT_TOKENS: u32 = 5000;
 
 /// One route `r` with `auth`, compiled as the node compiles a routing table's route.
 fn policy(auth: serde_json::Value) -> EdgePolicy {
@@ -136,16 +141,17 @@ fn main() {
     let budget = Duration::from_secs_f64(secs);
     let rng = SystemRandom::new();
 
-    let hs_token = token("HS256", "hs", |input| {
-        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, HS_SECRET), input).as_ref().to_vec()
-    });
+    let hs_sign =
+        |input: &[u8]| hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, HS_SECRET), input).as_ref().to_vec();
+    let hs_token = token("HS256", "hs", 0, hs_sign);
     let rsa = rcgen::KeyPair::from_pem(RSA_TEST_KEY).expect("rsa test key");
     let rsa_signer = signature::RsaKeyPair::from_pkcs8(&rsa.serialize_der()).expect("pkcs8");
-    let rs_token = token("RS256", "rsa", |input| {
+    let rs_sign = |input: &[u8]| {
         let mut sig = vec![0; rsa_signer.public().modulus_len()];
         rsa_signer.sign(&signature::RSA_PKCS1_SHA256, &rng, input, &mut sig).expect("sign");
         sig
-    });
+    };
+    let rs_token = token("RS256", "rsa", 0, rs_sign);
     let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("p256");
     let ec_signer = signature::EcdsaKeyPair::from_pkcs8(
         &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
@@ -153,7 +159,8 @@ fn main() {
         &rng,
     )
     .expect("pkcs8");
-    let es_token = token("ES256", "ec", |input| ec_signer.sign(&rng, input).expect("sign").as_ref().to_vec());
+    let es_sign = |input: &[u8]| ec_signer.sign(&rng, input).expect("sign").as_ref().to_vec();
+    let es_token = token("ES256", "ec", 0, es_sign);
 
     let hs_material = json!({"secret_base64": STANDARD.encode(HS_SECRET)});
     let rs_material = json!({"pem": rsa.public_key_pem()});
@@ -164,26 +171,50 @@ fn main() {
 
     let bearer = |t: &str| HeaderValue::from_str(&format!("Bearer {t}")).expect("header value");
     let x_api_key = HeaderName::from_static("x-api-key");
-    let cases: Vec<(&str, Option<EdgePolicy>, HeaderName, HeaderValue)> = vec![
-        ("admit_no_auth", None, AUTHORIZATION, bearer(&hs_token)),
-        ("admit_api_key", Some(api_key_policy), x_api_key, HeaderValue::from_static(API_KEY)),
+    let many = |alg: &str, kid: &str, sign: &dyn Fn(&[u8]) -> Vec<u8>| -> Vec<HeaderValue> {
+        (1..=FIRST_SIGHT_TOKENS).map(|n| bearer(&token(alg, kid, n, sign))).collect()
+    };
+    let one = |t: &str| vec![bearer(t)];
+    // `admit_jwt_ALG`: a token the route has not seen (the signature is checked);
+    // `admit_jwt_ALG_repeat`: the same token on every request (its signature is remembered).
+    let cases: Vec<(&str, Option<EdgePolicy>, HeaderName, Vec<HeaderValue>)> = vec![
+        ("admit_no_auth", None, AUTHORIZATION, one(&hs_token)),
+        ("admit_api_key", Some(api_key_policy), x_api_key, vec![HeaderValue::from_static(API_KEY)]),
         (
             "admit_jwt_hs256",
             Some(jwt_policy("HS256", "hs", hs_material.clone())),
             AUTHORIZATION,
-            bearer(&hs_token),
+            many("HS256", "hs", &hs_sign),
         ),
         (
             "admit_jwt_rs256",
             Some(jwt_policy("RS256", "rsa", rs_material.clone())),
             AUTHORIZATION,
-            bearer(&rs_token),
+            many("RS256", "rsa", &rs_sign),
         ),
         (
             "admit_jwt_es256",
             Some(jwt_policy("ES256", "ec", es_material.clone())),
             AUTHORIZATION,
-            bearer(&es_token),
+            many("ES256", "ec", &es_sign),
+        ),
+        (
+            "admit_jwt_hs256_repeat",
+            Some(jwt_policy("HS256", "hs", hs_material.clone())),
+            AUTHORIZATION,
+            one(&hs_token),
+        ),
+        (
+            "admit_jwt_rs256_repeat",
+            Some(jwt_policy("RS256", "rsa", rs_material.clone())),
+            AUTHORIZATION,
+            one(&rs_token),
+        ),
+        (
+            "admit_jwt_es256_repeat",
+            Some(jwt_policy("ES256", "ec", es_material.clone())),
+            AUTHORIZATION,
+            one(&es_token),
         ),
     ];
 
@@ -194,12 +225,14 @@ fn main() {
     }
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let now_s = || unix_ms() / 1000;
-    for (name, policy, header, value) in &cases {
+    for (name, policy, header, values) in &cases {
         // A refused request would be a fast request: check that this one is admitted first.
-        headers.insert(header.clone(), value.clone());
+        headers.insert(header.clone(), values[0].clone());
         admit(policy.as_ref(), &mut headers, ip, now_s).expect("the bench request is admitted");
+        let mut i = 0;
         let ns = per_op(budget, || {
-            headers.insert(header.clone(), value.clone());
+            i = (i + 1) % values.len();
+            headers.insert(header.clone(), values[i].clone());
             black_box(admit(policy.as_ref(), black_box(&mut headers), ip, now_s).is_ok());
         });
         println!("{name} {ns:.1}");

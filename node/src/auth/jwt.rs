@@ -11,6 +11,7 @@ use http::HeaderValue;
 use serde::Deserialize;
 
 use super::jwt_key::{Alg, JwtKey};
+use super::sig_cache::SignatureCache;
 
 /// Longest token accepted: refused before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -24,6 +25,8 @@ pub struct JwtVerifier {
     pub keys: Vec<JwtKey>,
     pub leeway_s: u64,
     pub require_exp: bool,
+    /// Tokens whose signature already verified with these keys (see `sig_cache`).
+    pub verified: SignatureCache,
 }
 
 /// Why a token was refused. Every variant is a 401 but `WrongAudience`, a 403: that token is
@@ -155,8 +158,13 @@ impl JwtVerifier {
         if candidates.peek().is_none() {
             return Err(JwtError::UnknownKey);
         }
-        if !candidates.any(|k| k.verifies(signing_input, &sig)) {
-            return Err(JwtError::BadSignature);
+        // The header was parsed and checked above for every token, cached or not: a cache hit
+        // only skips the public-key operation, for the very same bytes.
+        if !self.verified.verified(token) {
+            if !candidates.any(|k| k.verifies(signing_input, &sig)) {
+                return Err(JwtError::BadSignature);
+            }
+            self.verified.remember(token);
         }
 
         let claims: Claims = decode_json(p64, PAYLOAD)?;

@@ -92,6 +92,7 @@ fn verifier(keys: Vec<JwtKey>) -> JwtVerifier {
         keys,
         leeway_s: 30,
         require_exp: true,
+        verified: Default::default(),
     }
 }
 
@@ -352,4 +353,24 @@ fn subjects_must_be_usable_as_identities() {
     let mut c = claims();
     c["sub"] = json!(42);
     assert!(matches!(v.verify(hs_token(c).as_bytes(), NOW), Err(JwtError::Malformed(_))));
+}
+
+#[test]
+fn a_remembered_signature_still_expires_and_never_vouches_for_other_bytes() {
+    let v = hs_verifier();
+    let t = hs_token(claims());
+    assert_eq!(subject(v.verify(t.as_bytes(), NOW)), "alice");
+    assert!(v.verified.verified(t.as_bytes()), "a verified token is remembered");
+    assert_eq!(subject(v.verify(t.as_bytes(), NOW)), "alice", "and accepted again");
+    // Claims are checked on every request: the remembered token expires on time.
+    assert_eq!(v.verify(t.as_bytes(), NOW + 91), Err(JwtError::Expired));
+    // A token differing in one signature byte is verified, and refused.
+    let mut forged = t.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    assert_eq!(v.verify(&forged, NOW), Err(JwtError::BadSignature));
+    assert!(!v.verified.verified(&forged), "refusals are not remembered");
+    // Keys come with a new verifier (a new table version): nothing carries over.
+    let other = verifier(vec![key(Some("hs"), "HS256", Some(b"another-secret-another-secret-32b"), None)]);
+    assert_eq!(other.verify(t.as_bytes(), NOW), Err(JwtError::BadSignature));
 }

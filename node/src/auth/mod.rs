@@ -19,6 +19,7 @@ pub mod api_key;
 pub mod cidr;
 pub mod jwt;
 pub mod jwt_key;
+pub mod sig_cache;
 pub mod spec;
 
 use std::collections::HashSet;
@@ -367,6 +368,7 @@ fn compile_jwt(spec: &JwtSpec, at: &str, p: &mut Vec<String>) -> Option<JwtCheck
             keys,
             leeway_s: spec.leeway_s,
             require_exp: spec.require_exp,
+            verified: Default::default(),
         },
     })
 }
