@@ -47,6 +47,8 @@ struct Refusal {
     /// The SNI a refused client asked for (only when refused for it).
     sni: Option<String>,
     error: Detail,
+    /// Already counted and logged (before an alert was sent).
+    reported: bool,
 }
 
 enum Detail {
@@ -67,15 +69,15 @@ impl Detail {
 
 impl Refusal {
     fn because(reason: FailureReason) -> Refusal {
-        Refusal { reason, sni: None, error: Detail::None }
+        Refusal { reason, sni: None, error: Detail::None, reported: false }
     }
 
     fn io(e: io::Error) -> Refusal {
-        Refusal { reason: classify(&e), sni: None, error: Detail::Io(e) }
+        Refusal { reason: classify(&e), sni: None, error: Detail::Io(e), reported: false }
     }
 
     fn tls(e: rustls::Error) -> Refusal {
-        Refusal { reason: classify_tls(&e), sni: None, error: Detail::Tls(e) }
+        Refusal { reason: classify_tls(&e), sni: None, error: Detail::Tls(e), reported: false }
     }
 }
 
@@ -83,7 +85,7 @@ impl EdgeTls {
     /// Run the handshake of an accepted connection; `None` when it failed (counted, and logged
     /// at debug level only: a scanner must not be able to flood the log).
     pub async fn accept(&self, tcp: TcpStream, peer: SocketAddr) -> Option<TlsStream<TcpStream>> {
-        let outcome = match tokio::time::timeout(self.handshake_timeout, self.handshake(tcp)).await {
+        let outcome = match tokio::time::timeout(self.handshake_timeout, self.handshake(tcp, peer)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Refusal::because(FailureReason::Timeout)),
         };
@@ -94,20 +96,35 @@ impl EdgeTls {
                 Some(stream)
             }
             Err(refusal) => {
-                self.stats.count_failure(refusal.reason);
-                tracing::debug!(
-                    %peer,
-                    reason = refusal.reason.as_str(),
-                    sni = refusal.sni.as_deref(),
-                    error = refusal.error.as_display().map(tracing::field::display),
-                    "TLS handshake failed"
-                );
+                if !refusal.reported {
+                    self.report(&refusal, peer);
+                }
                 None
             }
         }
     }
 
-    async fn handshake(&self, mut tcp: TcpStream) -> Result<TlsStream<TcpStream>, Refusal> {
+    /// Count and log a refusal.
+    fn report(&self, refusal: &Refusal, peer: SocketAddr) {
+        self.stats.count_failure(refusal.reason);
+        tracing::debug!(
+            %peer,
+            reason = refusal.reason.as_str(),
+            sni = refusal.sni.as_deref(),
+            error = refusal.error.as_display().map(tracing::field::display),
+            "TLS handshake failed"
+        );
+    }
+
+    /// Count and log a refusal before its alert goes out: a client that reads the alert and
+    /// then looks at the metrics finds it counted.
+    fn reported(&self, mut refusal: Refusal, peer: SocketAddr) -> Refusal {
+        self.report(&refusal, peer);
+        refusal.reported = true;
+        refusal
+    }
+
+    async fn handshake(&self, mut tcp: TcpStream, peer: SocketAddr) -> Result<TlsStream<TcpStream>, Refusal> {
         let mut buf = Vec::with_capacity(2048);
         // The whole ClientHello, as far as `hello` can tell; what it cannot read, rustls judges.
         let offer = loop {
@@ -118,10 +135,11 @@ impl EdgeTls {
             }
         };
         if let Some(offer) = offer.filter(|o| !o.acceptable(self.min_tls)) {
+            let refusal = self.reported(Refusal::because(FailureReason::ProtocolVersion), peer);
             // Best effort, like every alert here: the client may be gone already.
             let _ = tcp.write_all(&offer.protocol_version_alert()).await;
             let _ = tcp.shutdown().await;
-            return Err(Refusal::because(FailureReason::ProtocolVersion));
+            return Err(refusal);
         }
 
         let accepted = accept_hello(&mut tcp, buf).await?;
@@ -136,10 +154,11 @@ impl EdgeTls {
             }
         };
         if let Some((reason, sni)) = miss {
+            let refusal = self.reported(Refusal { reason, sni, error: Detail::None, reported: false }, peer);
             let mut io = start.io;
             let _ = io.write_all(&UNRECOGNIZED_NAME_ALERT).await;
             let _ = io.shutdown().await;
-            return Err(Refusal { reason, sni, error: Detail::None });
+            return Err(refusal);
         }
         // The resolver in the configuration looks the name up again, in whatever store is
         // current by then (a reload in between changes nothing for a name both stores serve).
