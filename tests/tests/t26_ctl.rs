@@ -57,4 +57,13 @@ fn ctl_prints_tables_json_and_refusals() {
     let (code, err, out) = ctl(&["routes", "put", good.to_str().expect("path"), "--if-match", "1"]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.trim(), "committed routing table version 2");
+
+    phase("audit: the bootstrap and the write, newest first, with who and what");
+    let (code, err, out) = ctl(&["audit"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("2 records kept") && out.contains("hash chain intact"), "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains(" -> ")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows[0].starts_with("2 ") && rows[0].contains("local") && rows[0].contains("1 -> 2"), "{out}");
+    assert!(rows[1].contains("bootstrap") && rows[1].contains("+route all"), "{out}");
 }
