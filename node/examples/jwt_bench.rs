@@ -33,35 +33,7 @@ use serde_json::json;
 
 /// The 2048-bit RSA key of the node's JWT tests (`node/src/auth/jwt_tests.rs`), for these
 /// measurements only: ring cannot generate RSA keys.
-const RSA_TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIIEvwIBADANBgkqhkiG9w0BAQEFAASCBKkwggSlAgEAAoIBAQCtNxdeCJVLuI2z
-Y7u0nkH0XSQea6Uq/dp46X2rgF2Wc3ByYQ56034ydrNmy5uknb48SirTzR1QZ5o4
-YfraC7fQRnkT51Kco5qnrqTrUaEcBgycZQ+S4HgyNBafPu6++zzKU7SEqwxxlxhM
-rr3XmcuG0J+FURSluVWr8w487uM0qXRFS0MpW0QTyUsgmlPSzfJ2ZwUIudLeTssO
-KO4J0xmkLg7PfpX80FBYtw6iV3b7nzDAts/aAN74TocEnj/7ec/DpIFKdXA7W8tY
-7lpDEO4YW7H+UfMbxFpa4OBGOVU+wP7jonO61msWDSQ3KELiZ8jbhXX3A7sd+362
-/aPNmFAlAgMBAAECggEAHCyt3FnBDwQB6H/8dDCZwcm0qk4QG6IW+zvfeRn0Hxi/
-3Zrz4/6qtEKig8HymyAdZWka9kCS2BVB/JHTX8wwJeyQnTAvO9NQwJ2jrbMlZY2G
-V5oIondolaHrXBO8ecwb4z0iS8IW0BMnnLF/p6YYeOFOUT0TArHWwZVTZ43j3xi8
-iSHgrzvDnQ4PkTOhwcQiuiNgh+zsxNcXcxWh9QTGZAfMU/B9eILYjbDJx3kQrPNJ
-WeDvmvxIKHVI2H0Ca5Xt3J6urwOqymPrSp80bcsU97DEI0ub45NWErilIv73gItX
-id1uaVXe9LxLWuJDtCkZR1sH1ikTLQaxM5ze3JHXMQKBgQDZ/3rN9+EzEsG6jM+N
-wF2/wgm5Jjd10PWkIfQvh1TDqFc8aIIlKbdq/vwgiuPU6yh2wVk56ZvpyZzza7o/
-za3wSqfpIaQGlxGlAduB+f0ZZG4DVD4fqKpnAeM7qVdHBrlFZMy6CQHc2BOEcHGL
-VCXZFWguLFp02jx69g0HdcVW4wKBgQDLaRs+s1bXD2X6EaZkWGur4LGSsqLpQeV9
-IeCqqF8ha2iJTpE0L8me7PVAUA8N/MW6i8Abj3j1c+sVz+NzVzCa66tYJIjwpxs7
-aY2h5DnmgOEBqKSDESOEWU9MJnBCrexxCYWzYmHBw4Q8kOGX/WE3tkHNeoZ3+Sig
-kHnSMrpjVwKBgQCbtYMm+UYur9gWgpuBuYR9AoDlcamtiqraKLJ8/GIMOwLMkC1d
-lBWB5E18hRhFLg7B/EraNcV60No9eJYZGrWB7CFRQQki9+bPgKskhMZGy9hUomiZ
-PmUwnEWNiOBhSCkvqtccjnB5KRGPyK0hguJh04uNZ3rY+kS242bdDD7/VwKBgQCC
-p9DIRYnSOiHWrt+iNOl0Ta/B+tyJ17oA1nHpLJ1uaf+LstuyGb/4RVyDIumIooSf
-foS3L0ES6JJoQFBpFegymo5E37LWYYAseXBwPJi0ZrQgzKJfTfLyYCt/TnFtYyos
-sWEgCGGihGO8Q5OkfSylDHzX74vQJErkV+joC42NoQKBgQCknK4NN5VFlaN0yi9Z
-f0RF966FLlxaIt0q9JHvVGyVovyT9pUck33M3FFITuqNwlT4PEx3cHrg9OrJz/xS
-YXtQvwGE5g2HE86e6LatS0FWe2jG1Eq+uelP3MQc3LopGqFmeVQaTOqdP0bTRE7c
-FU3on53galjE+JZVnCwRzQf4Cg==
------END PRIVATE KEY-----
-";
+const RSA_TEST_KEY: &str = include_str!("../testdata/rsa-2048-test-key.pem");
 
 const HS_SECRET: &[u8] = b"bench-secret-0123456789abcdef-0123456789";
 const API_KEY: &str = "mk_bench_0123456789abcdef0123456789abcdef";

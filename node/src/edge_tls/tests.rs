@@ -14,37 +14,8 @@ use super::stats::FailureReason;
 use super::store::{CertStore, Lookup};
 use super::{EdgeTls, HttpsConfig, MinTls};
 
-/// A 2048-bit RSA key made for these tests only (`openssl genpkey -algorithm RSA`); ring cannot
-/// generate RSA keys.
-const RSA_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCbOlH/bokDyJA2
-hXzKaZwEHqS+uEx1p6fuZFgjA64H3r4VfST8v/GVtnHpa1qQPxThN7NFHk/TkLQJ
-CScHDgbEuJRerTRNCg7hEdiHYpTu+18U/iPRKX5mZXp84Vlu6XysoMSkBoRjR0HF
-dvswXGvKrLv2gV96mbW8WYfOowJD0cRpI2OwHbitZIYiJlSyL76JiRpGqnYKEg/I
-ru4h9PNw0713b7Q6wAaQwmTI/yPJruQQUtaWDTOrliNrnOoWe37apiv+rMovDH8c
-aDxBCU3KQhhlNeQUoMnYN4JcKsPKgvefguEf0eMpyfME08hrs1IQuxaDaFYZxMNZ
-rYShIvLTAgMBAAECggEAIxbDW2DCsyq+wrxZEa5e2KWOqxghHIV6Fg7zx3J5AAlv
-YY8o8cN32lZkGJYuYiYIU8LSEOFBvTrcH6DEhDk8+XIaA+7WQEXySBlPH4d+0Cjd
-fPLX6Nue2Ym97wXHwCUijClJWiSo/4InkXoMXQm/ShDS6m2jRiUB6mI4q1K429hw
-kxTkqd67rhqRdNqBe4KNPkVTjcoCj1RWN4SnSy+huDax6KBRMPuKYiiNfOlW0ab/
-WETq1Hx/l+I2noNagWohKVZlPCxENz4M13WPQ1DrAXjuOofJ1jkVfyWSa4Jr006N
-ElSzWjovIgKH1Wj3JEbzK/Z0PngVYrEAG1u5YdhZHQKBgQDJdMyyGOSLoFk/Opyk
-csHhanpPMZi6A+xNHRRMVs6nPwHVa+B7z/aCzuZrtXDz0g0eJvhVwMjVj/P8d7Qv
-hjBpdYZ8bLuRfsCb5rbITgXxFECTqZML1QPYI0FhgCPgGyZFFzxLSWn223QurbBd
-qIAKwxo6LX4U9d78ZqOjzGuV5QKBgQDFQV3PGd1dUV3H8mqfBxGS1gnUBdyH5FTk
-Tx8qwrEwshFSwSepi+jdE3eHPhpIshcbWYZF0EsUZFXTIWQ4+3AYyFRSEJlEK9ro
-NB9TiJAdI20jG7KHaSXV33PilGKgBRDzdOrBF25sQ4X5JnRSpMAu+42W6b4xKOb2
-3sn2cFbaVwKBgQCfUmYIe7NT0Y6DeOElFTTMBx+PvhOhGTUqj1LcRNLOZgAXP2eb
-w46bSPHmQOqBiZ+iNwOzHfI3I8+73Rd9dkyXOsEPaha1LF87bK0loL8GOBQSM8v9
-UYvmxYsRhvvYYuBTR9sBV6AcANbTi72tdHM/D6mQVSYfgYvGZY4JHsP/GQKBgGjr
-cuVUoZ0gSVywAaxiyyMqPAINuBaECe+CclaBRlRbcsFswhb5tzvYPeyuyLZAG/BN
-NxFtUHIhSFFL4o44l5BnBgq8j3lmRkLabos1CUqmbEePVO+XqytOdspfGPJ6n2CP
-oMpiFzb414sFvDu1LBARd2d9Hs/xLKDFMfGmIVxzAoGAa6GyXG7whIyt1buNzrEm
-ZmSSeLyQlM3dEpKwxy2tdnfoftMQpFMWGAFVj0HntYsZAlg3cXV/DV4pAL8PhACY
-mRytAnjTKYdhQIj5jm3PQbUy3bbD8Uk0IxS9YRVPSvUAC6UqrNvN7VElhyJ3frmV
-3n4CRq2D9Ah7FiIy8ZM359c=
------END PRIVATE KEY-----
-";
+/// The 2048-bit RSA key the node's tests share (ring cannot generate RSA keys).
+const RSA_KEY: &str = include_str!("../../testdata/rsa-2048-test-key.pem");
 
 /// A self-signed certificate for `names` and its key, as PEM (P-256 unless `key` is given),
 /// valid until `not_after_year`.
