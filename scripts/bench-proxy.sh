@@ -222,17 +222,6 @@ cat >"$TMP/routes.json" <<EOF
 EOF
 
 # --- servers ---------------------------------------------------------------
-# -e sends nginx's pre-config error log to TMP too (default is /var/log/nginx).
-start_nginx() {
-    local name=$1 cpu=$2
-    nginx -t -q -p "$TMP" -e "$TMP/$name-error.log" -c "$TMP/$name.conf" -g 'daemon off;' 2>"$TMP/$name-check.log" || {
-        cat "$TMP/$name-check.log" >&2
-        die "invalid nginx config for $name"
-    }
-    start_bg "nginx $name" "$TMP/$name.out" \
-        taskset -c "$cpu" nginx -p "$TMP" -e "$TMP/$name-error.log" -c "$TMP/$name.conf" -g 'daemon off;'
-}
-
 start_nginx upstream "$CLIENT_CPU"
 UP_PID=$LAST_PID
 wait_http "http://127.0.0.1:$UP_PORT/" 10 "$UP_PID" "$TMP/upstream-error.log" || die "upstream nginx failed to start"

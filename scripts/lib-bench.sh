@@ -73,6 +73,19 @@ start_bg() {
     LAST_PID=$!
 }
 
+# start_nginx NAME CPU: checks $TMP/NAME.conf, then runs nginx with it in the foreground of a
+# background job pinned to CPU (start_bg). Everything nginx writes stays in TMP: -e sends its
+# pre-config error log there too (default is /var/log/nginx).
+start_nginx() {
+    local name=$1 cpu=$2
+    nginx -t -q -p "$TMP" -e "$TMP/$name-error.log" -c "$TMP/$name.conf" -g 'daemon off;' 2>"$TMP/$name-check.log" || {
+        cat "$TMP/$name-check.log" >&2
+        die "invalid nginx config for $name"
+    }
+    start_bg "nginx $name" "$TMP/$name.out" \
+        taskset -c "$cpu" nginx -p "$TMP" -e "$TMP/$name-error.log" -c "$TMP/$name.conf" -g 'daemon off;'
+}
+
 # children PID: direct children of PID (e.g. nginx workers under the master).
 # Read from /proc because procps (pgrep) is absent from minimal Debian images.
 children() {
