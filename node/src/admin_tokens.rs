@@ -89,12 +89,7 @@ impl AdminTokens {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<AdminTokens> {
-        let lines: Vec<(usize, Vec<&str>)> = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| (i + 1, l.split_whitespace().collect::<Vec<_>>()))
-            .filter(|(_, f)| !f.is_empty() && !f[0].starts_with('#'))
-            .collect();
+        let lines = entries_of(text);
         let mut entries: Vec<Entry> = Vec::new();
         if let [(line, fields)] = lines.as_slice() {
             if let [token] = fields.as_slice() {
@@ -233,6 +228,16 @@ pub async fn watch(
             }
         }
     }
+}
+
+/// The entries of a token file: each non-blank line that is not a `#` comment, with its number
+/// (from 1) and its whitespace-separated fields. `meridian ctl` reads the same file with it.
+pub fn entries_of(text: &str) -> Vec<(usize, Vec<&str>)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.split_whitespace().collect::<Vec<_>>()))
+        .filter(|(_, f)| !f.is_empty() && !f[0].starts_with('#'))
+        .collect()
 }
 
 fn check_token(token: &str, line: usize) -> anyhow::Result<()> {

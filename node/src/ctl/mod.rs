@@ -164,19 +164,15 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
 
 /// The token to send, from a file holding either the token alone or `NAME ROLE TOKEN` lines.
 fn pick_token(text: &str, name: Option<&str>) -> anyhow::Result<String> {
-    let lines: Vec<Vec<&str>> = text
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| !f.is_empty() && !f[0].starts_with('#'))
-        .collect();
-    if let [fields] = lines.as_slice() {
+    let lines = crate::admin_tokens::entries_of(text);
+    if let [(_, fields)] = lines.as_slice() {
         if let [token] = fields.as_slice() {
             return Ok((*token).to_string());
         }
     }
     let named: Vec<(&str, &str)> = lines
         .iter()
-        .filter_map(|f| if let [n, _, t] = f.as_slice() { Some((*n, *t)) } else { None })
+        .filter_map(|(_, f)| if let [n, _, t] = f.as_slice() { Some((*n, *t)) } else { None })
         .collect();
     match (name, named.as_slice()) {
         (None, [(_, t)]) => Ok((*t).to_string()),
