@@ -25,14 +25,32 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Remove hop-by-hop headers, including any the `connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // One pass over the names present, then a hashed removal only for those found: most
+    // messages carry none of them, or only `connection: keep-alive`, on every request and
+    // every response.
+    let mut present = [false; 9];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if present[0] {
+        // `close` and `keep-alive` are the usual options and name no other header (a
+        // `keep-alive` header is removed below anyway): no allocation for them.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|n| !n.eq_ignore_ascii_case("close") && !n.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
 }
@@ -78,14 +96,9 @@ impl Scheme {
 /// Append the client address to `x-forwarded-for` and state the scheme it used (replacing any
 /// `x-forwarded-proto` the client sent: only the listener knows).
 pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, scheme: Scheme) {
-    use std::io::Write as _;
     // Formatted on the stack: this runs for every request.
     let mut buf = [0u8; 64];
-    let len = {
-        let mut cur = std::io::Cursor::new(&mut buf[..]);
-        let _ = write!(cur, "{client_ip}");
-        cur.position() as usize
-    };
+    let len = format_ip(client_ip, &mut buf);
     let ip = &buf[..len];
     let xff = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
         Some(prev) if !prev.is_empty() => HeaderValue::from_bytes(&[prev, b", ", ip].concat()),
@@ -95,6 +108,39 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, schem
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme.as_str()));
+}
+
+/// Write `ip` into `buf` (which holds the longest IPv6 text), returning its length. IPv4, the
+/// usual case, is done by hand: the formatting machinery costs more than the rest of this.
+fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> usize {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            len
+        }
+        std::net::IpAddr::V6(_) => {
+            use std::io::Write as _;
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cur, "{ip}");
+            cur.position() as usize
+        }
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +168,26 @@ mod tests {
         h.insert(X_REQUEST_ID, HeaderValue::from_static(""));
         assert_eq!(request_id(&h).len(), 32);
         assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.0.255",
+            "127.0.0.1",
+            "192.168.100.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8:800:200c:417a",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("ip");
+            let mut buf = [0u8; 64];
+            let len = format_ip(ip, &mut buf);
+            assert_eq!(std::str::from_utf8(&buf[..len]).expect("utf-8"), ip.to_string());
+        }
     }
 
     #[test]
