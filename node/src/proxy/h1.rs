@@ -32,12 +32,17 @@ const MAX_HEADERS: usize = 128;
 const READ_CHUNK: usize = 32 * 1024;
 /// Bodies up to this size are copied into the head's buffer and sent with one write.
 const COALESCE: usize = 16 * 1024;
+/// Largest request-head buffer an idle connection keeps for its next exchange.
+const OUT_KEEP: usize = 8 * 1024;
 
 /// An idle or busy HTTP/1.1 connection to one endpoint.
 pub struct H1Conn {
     rd: OwnedReadHalf,
     wr: OwnedWriteHalf,
     buf: BytesMut,
+    /// The request head is encoded here; kept between exchanges so a request costs no allocation
+    /// for it.
+    out: BytesMut,
     /// Whether this connection has carried a request before (a reused connection may have been
     /// closed by the upstream while idle).
     pub reused: bool,
@@ -61,7 +66,14 @@ pub enum H1Error {
 impl H1Conn {
     pub fn new(stream: TcpStream) -> H1Conn {
         let (rd, wr) = stream.into_split();
-        H1Conn { rd, wr, buf: BytesMut::with_capacity(8 * 1024), reused: false, idle_since: Instant::now() }
+        H1Conn {
+            rd,
+            wr,
+            buf: BytesMut::with_capacity(8 * 1024),
+            out: BytesMut::with_capacity(1024),
+            reused: false,
+            idle_since: Instant::now(),
+        }
     }
 
     /// False when the upstream has closed (or written to) this idle connection. Costs no system
@@ -79,7 +91,7 @@ impl H1Conn {
         body: UpBody,
         pool: Arc<ConnPool>,
     ) -> Result<(Response<()>, H1Body), H1Error> {
-        let mut out = BytesMut::with_capacity(1024);
+        let mut out = std::mem::take(&mut self.out);
         let chunked = encode_head(&mut out, &head.method, &head.uri, &head.headers, &body);
         let is_head = head.method == Method::HEAD;
         let mut early = false;
@@ -97,26 +109,39 @@ impl H1Conn {
             }
             streaming @ UpBody::Streaming { .. } => {
                 write_all(&mut self.wr, &mut out).await?;
-                // Full duplex: an upstream may answer (say, 413) before it has read the body.
-                let H1Conn { rd, wr, buf, .. } = &mut self;
-                let sending = write_body(wr, streaming, chunked);
-                let reading = read_head_ready(rd, buf);
-                tokio::pin!(sending, reading);
-                tokio::select! {
-                    sent = &mut sending => {
-                        sent?;
-                    }
-                    head = &mut reading => {
-                        head?;
-                        early = true;
-                    }
-                }
+                // Boxed: streamed bodies are the rarer case, and this future inline would make
+                // every request's future larger.
+                early = Box::pin(self.stream_body(streaming, chunked)).await?;
             }
+        }
+        // Kept for the next exchange unless a large head or body made it big.
+        if out.capacity() <= OUT_KEEP {
+            out.clear();
+            self.out = out;
         }
         let (resp, framing, keep_alive) = self.read_head(is_head).await?;
         let reusable = keep_alive && !early;
         let body = H1Body::new(self, framing, reusable, pool);
         Ok((resp, body))
+    }
+
+    /// Send a streamed body, full duplex: an upstream may answer (say, 413) before it has read
+    /// the body. True when the response began before the body was all sent.
+    async fn stream_body(&mut self, body: UpBody, chunked: bool) -> Result<bool, H1Error> {
+        let H1Conn { rd, wr, buf, .. } = self;
+        let sending = write_body(wr, body, chunked);
+        let reading = read_head_ready(rd, buf);
+        tokio::pin!(sending, reading);
+        tokio::select! {
+            sent = &mut sending => {
+                sent?;
+                Ok(false)
+            }
+            head = &mut reading => {
+                head?;
+                Ok(true)
+            }
+        }
     }
 
     async fn read_head(&mut self, is_head: bool) -> Result<(Response<()>, Framing, bool), H1Error> {
@@ -249,22 +274,25 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>,
             continue;
         }
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-        // Header values share the head's buffer rather than being copied one by one.
-        let ranges: Vec<(HeaderName, std::ops::Range<usize>)> = {
-            let base = buf.as_ptr() as usize;
-            let mut v = Vec::with_capacity(parsed.headers.len());
-            for h in parsed.headers.iter() {
-                let name = HeaderName::from_bytes(h.name.as_bytes())
-                    .map_err(|_| H1Error::Protocol(format!("bad header name {:?}", h.name)))?;
-                let start = h.value.as_ptr() as usize - base;
-                v.push((name, start..start + h.value.len()));
-            }
-            v
-        };
+        // Header values share the head's buffer rather than being copied one by one. Their
+        // offsets are noted on the stack (the head is at most MAX_HEAD bytes) while `parsed`
+        // borrows the buffer, and the values are cut once it is frozen.
+        let count = parsed.headers.len();
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let base = buf.as_ptr() as usize;
+        for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+            let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+            *span = (offset(h.name.as_bytes()), h.name.len() as u32, offset(h.value), h.value.len() as u32);
+        }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(ranges.len());
-        for (name, range) in ranges {
-            let value = HeaderValue::from_maybe_shared(head.slice(range))
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+            let (name_at, value_at) = (name_at as usize, value_at as usize);
+            let raw_name = &head[name_at..name_at + name_len as usize];
+            let name = HeaderName::from_bytes(raw_name).map_err(|_| {
+                H1Error::Protocol(format!("bad header name {:?}", String::from_utf8_lossy(raw_name)))
+            })?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len as usize))
                 .map_err(|_| H1Error::Protocol(format!("bad value for header {name}")))?;
             headers.append(name, value);
         }

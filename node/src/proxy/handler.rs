@@ -40,13 +40,16 @@ pub struct Forwarded {
 
 /// Serve one client request that arrived on a listener of `scheme`. Never fails: every error
 /// becomes a small JSON response.
-pub async fn handle(
+pub fn handle(
     gw: Arc<Gateway>,
     req: Request<Incoming>,
     client: SocketAddr,
     scheme: Scheme,
-) -> Response<DownBody> {
-    respond(gw, req.map(|inner| ClientBody::Http { inner }), client.ip(), scheme, None).await
+) -> std::pin::Pin<Box<impl std::future::Future<Output = Response<DownBody>> + Send>> {
+    // Boxed once, here: the request's future is a few KiB, and hyper moves the future it is
+    // given (into its dispatcher's slot); a pointer moves for free. Not an `async fn` of its
+    // own, which would be one more layer holding a copy of the request.
+    Box::pin(respond(gw, req.map(|inner| ClientBody::Http { inner }), client.ip(), scheme, None))
 }
 
 /// Serve a request from a client or, with `fwd`, one forwarded by a peer. `scheme` is how the
@@ -65,6 +68,8 @@ pub async fn respond(
     let what = tracing::enabled!(tracing::Level::DEBUG).then(|| (req.method().clone(), req.uri().clone()));
     let mut rate = None;
     let client = Client { ip: client_ip, scheme };
+    // An answer from an upstream or another region names the node and region that served it
+    // already (`proxy` sees to that); a refusal is this node's own.
     let mut resp = match proxy(&gw, req, client, &request_id, start, fwd.as_ref(), &mut rate).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -72,7 +77,11 @@ pub async fn respond(
             if let Some((method, uri)) = what {
                 tracing::debug!(request_id = ?request_id, %method, path = %uri.path(), error = %e, "request refused");
             }
-            error_response(&e, &request_id)
+            let mut resp = error_response(&e, &request_id);
+            let h = resp.headers_mut();
+            h.insert(X_MERIDIAN_NODE, gw.identity.node_header.clone());
+            h.insert(X_MERIDIAN_REGION, gw.identity.region_header.clone());
+            resp
         }
     };
     let h = resp.headers_mut();
@@ -80,9 +89,6 @@ pub async fn respond(
         rate.apply(h);
     }
     h.insert(X_REQUEST_ID, request_id);
-    // A forwarded answer already names the node and region that served it.
-    h.entry(X_MERIDIAN_NODE).or_insert_with(|| gw.identity.node_header.clone());
-    h.entry(X_MERIDIAN_REGION).or_insert_with(|| gw.identity.region_header.clone());
     resp
 }
 
@@ -169,14 +175,18 @@ async fn proxy(
     }
 
     // Upstream head: origin-form URI, cleaned headers, forwarding facts.
-    let path_and_query = match (&m.rewritten_path, parts.uri.query()) {
-        (Some(p), Some(q)) => format!("{p}?{q}"),
-        (Some(p), None) => p.clone(),
-        (None, _) => parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string(),
+    let uri: Uri = match (&m.rewritten_path, parts.uri.query()) {
+        // Unchanged: the client's own path and query, shared rather than copied and parsed again.
+        (None, _) => parts.uri.path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from),
+        (Some(p), q) => {
+            let pq = match q {
+                Some(q) => format!("{p}?{q}"),
+                None => p.clone(),
+            };
+            pq.parse()
+                .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "request path cannot be forwarded"))?
+        }
     };
-    let uri: Uri = path_and_query
-        .parse()
-        .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "request path cannot be forwarded"))?;
     let client_authority = parts.uri.authority().cloned();
     let mut headers = std::mem::take(&mut parts.headers);
     hdr::strip_hop_by_hop(&mut headers);
@@ -202,16 +212,18 @@ async fn proxy(
     };
     let mut tripped = None;
     let head = RequestHead { method: parts.method.clone(), uri, headers };
-    let outgoing = if !has_body {
+    let mut outgoing = if !has_body {
         Outgoing { head, body: OutBody::Replayable(None) }
     } else if content_length.is_some_and(|n| n <= gw.limits.retry_buffer_bytes) {
         // Bounded by the request's deadline: a client that stalls mid-body must not hold its
         // in-flight slot for ever.
-        let data = tokio::time::timeout_at(deadline, read_small_body(body, gw.limits.retry_buffer_bytes))
-            .await
-            .map_err(|_| {
-                GatewayError::new(ErrorKind::ClientTimeout, "request body not received in time")
-            })??;
+        // Boxed: only requests with a body wait here, and inline it would enlarge every request.
+        let data =
+            Box::pin(tokio::time::timeout_at(deadline, read_small_body(body, gw.limits.retry_buffer_bytes)))
+                .await
+                .map_err(|_| {
+                    GatewayError::new(ErrorKind::ClientTimeout, "request body not received in time")
+                })??;
         Outgoing { head, body: OutBody::Replayable(Some(data)) }
     } else {
         let (up, flag) = UpBody::streaming(body, gw.limits.max_body_bytes);
@@ -220,7 +232,6 @@ async fn proxy(
     };
     let facts = RequestFacts::new(&parts.method, has_idempotency_key, outgoing.is_replayable());
 
-    let mut outgoing = outgoing;
     // Failover applies to client requests (never forwarded ones) of clustered nodes.
     let cluster = if fwd.is_none() && svc.failover.enabled { gw.cluster() } else { None };
     if cluster.is_some() {
@@ -279,8 +290,16 @@ async fn proxy(
                     request_id,
                     deadline,
                 };
-                match forward::origin::forward(gw, &cluster, req).await {
-                    Some(Ok(resp)) => return Ok(resp),
+                // Boxed: the forwarding future is large and rare, and kept inline it would make
+                // every request's future (moved a few times on its way into hyper) as large.
+                match Box::pin(forward::origin::forward(gw, &cluster, req)).await {
+                    Some(Ok(mut resp)) => {
+                        // The serving node named itself; an older peer might not have.
+                        let h = resp.headers_mut();
+                        h.entry(X_MERIDIAN_NODE).or_insert_with(|| gw.identity.node_header.clone());
+                        h.entry(X_MERIDIAN_REGION).or_insert_with(|| gw.identity.region_header.clone());
+                        return Ok(resp);
+                    }
                     // The local error explains the most when no region could take the request;
                     // a forward that failed explains itself.
                     Some(Err(e)) if result.is_err() && !skip_local => return Err(e),
@@ -296,17 +315,19 @@ async fn proxy(
         result
     };
 
-    let elapsed = start.elapsed();
+    // One clock read for the latency and the histogram window.
+    let end = Instant::now();
+    let elapsed = end.saturating_duration_since(start);
     match result {
         Ok((resp, ep_guard, endpoint)) => {
             let status = resp.status();
-            route.metrics.record(status.as_u16(), elapsed, Instant::now());
+            route.metrics.record(status.as_u16(), elapsed, end);
             tracing::debug!(
                 request_id = ?request_id,
                 method = %parts.method,
                 path = %parts.uri.path(),
                 route = %route.name,
-                upstream = %endpoint,
+                upstream = %svc.local[endpoint].url,
                 status = status.as_u16(),
                 duration_us = elapsed.as_micros() as u64,
                 forwarded_from = fwd.map(|f| f.from.as_str()),
@@ -326,7 +347,7 @@ async fn proxy(
                     format!("request body exceeds the limit of {} bytes", gw.limits.max_body_bytes),
                 );
             }
-            route.metrics.record(e.status().as_u16(), elapsed, Instant::now());
+            route.metrics.record(e.status().as_u16(), elapsed, end);
             Err(e)
         }
     }
@@ -373,7 +394,8 @@ impl Outgoing {
     }
 }
 
-type Served = (Response<UpstreamBody>, InFlightGuard, String);
+/// The response, the endpoint's in-flight slot and the endpoint's index in `svc.local`.
+type Served = (Response<UpstreamBody>, InFlightGuard, usize);
 
 /// Why the local attempts failed, for the failover decision; `None` when the failure is the
 /// client's own (its body failed), which no other region can fix.
@@ -416,56 +438,40 @@ async fn attempt_local(
         let ep_guard = InFlightGuard::new(&ep.in_flight);
 
         // Connect first: a connect failure has sent nothing and is always safe to retry.
-        let conn =
-            match tokio::time::timeout(remaining.min(gw.limits.connect_timeout), ep.pool.checkout(remaining))
-                .await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
-                    let err = GatewayError::new(ErrorKind::UpstreamUnreachable, e.to_string());
-                    if should_retry(
-                        gw,
-                        svc,
-                        Failure::NotSent,
-                        facts,
-                        attempt,
-                        max_attempts,
-                        request_id,
-                        &ep.url,
-                    ) {
-                        last_error = Some((err, Failure::NotSent));
-                        continue;
-                    }
-                    return Err((err, Some(LocalOutcome::Failed(Failure::NotSent))));
+        let connect_by = deadline.min(now + gw.limits.connect_timeout);
+        let conn = match tokio::time::timeout_at(connect_by, ep.pool.checkout(remaining)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
+                let err = GatewayError::new(ErrorKind::UpstreamUnreachable, e.to_string());
+                if should_retry(gw, svc, Failure::NotSent, facts, attempt, max_attempts, request_id, &ep.url)
+                {
+                    last_error = Some((err, Failure::NotSent));
+                    continue;
                 }
-                Err(_) => {
-                    record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
-                    let err = GatewayError::new(
-                        ErrorKind::UpstreamUnreachable,
-                        format!("connect to {} timed out", ep.url),
-                    );
-                    if should_retry(
-                        gw,
-                        svc,
-                        Failure::NotSent,
-                        facts,
-                        attempt,
-                        max_attempts,
-                        request_id,
-                        &ep.url,
-                    ) {
-                        last_error = Some((err, Failure::NotSent));
-                        continue;
-                    }
-                    return Err((err, Some(LocalOutcome::Failed(Failure::NotSent))));
+                return Err((err, Some(LocalOutcome::Failed(Failure::NotSent))));
+            }
+            Err(_) => {
+                record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
+                let err = GatewayError::new(
+                    ErrorKind::UpstreamUnreachable,
+                    format!("connect to {} timed out", ep.url),
+                );
+                if should_retry(gw, svc, Failure::NotSent, facts, attempt, max_attempts, request_id, &ep.url)
+                {
+                    last_error = Some((err, Failure::NotSent));
+                    continue;
                 }
-            };
+                return Err((err, Some(LocalOutcome::Failed(Failure::NotSent))));
+            }
+        };
         let Some(body) = outgoing.next_body() else {
             break;
         };
-        let per_try = svc.per_try_timeout.min(deadline.saturating_duration_since(Instant::now()));
-        match tokio::time::timeout(per_try, ep.pool.send(conn, &outgoing.head, body)).await {
+        // A fresh connection took time to open; a pooled one was ready at `now`.
+        let sent_at = if conn.is_fresh() { Instant::now() } else { now };
+        let per_try = svc.per_try_timeout.min(deadline.saturating_duration_since(sent_at));
+        match tokio::time::timeout_at(sent_at + per_try, ep.pool.send(conn, &outgoing.head, body)).await {
             Ok(Ok(resp)) => {
                 let status = resp.status();
                 if status.is_server_error() {
@@ -492,7 +498,7 @@ async fn attempt_local(
                 } else {
                     record(gw, svc, ep, AttemptOutcome::Success);
                 }
-                return Ok((resp, ep_guard, ep.url.clone()));
+                return Ok((resp, ep_guard, idx));
             }
             Ok(Err(SendError::Unsent { body, detail })) => {
                 // A shared connection that closed before use: nothing was sent, and it says

@@ -51,6 +51,17 @@ pub enum Conn {
     H2(http2::SendRequest<UpBody>),
 }
 
+impl Conn {
+    /// Opened by this checkout rather than taken from the pool (HTTP/2 is counted as fresh: its
+    /// shared connection may have just been opened).
+    pub fn is_fresh(&self) -> bool {
+        match self {
+            Conn::H1(c) => !c.reused,
+            Conn::H2(_) => true,
+        }
+    }
+}
+
 /// A response head with its streaming body.
 pub enum UpstreamBody {
     H1(H1Body),
@@ -101,8 +112,6 @@ impl ConnPool {
                 if let Some(conn) = self.take_idle() {
                     return Ok(Conn::H1(conn));
                 }
-                let stream = self.connect(connect_timeout).await?;
-                Ok(Conn::H1(H1Conn::new(stream)))
             }
             UpstreamProtocol::H2c => {
                 if let Some(sender) = self.shared_h2.lock().ok().and_then(|g| g.clone()) {
@@ -110,6 +119,20 @@ impl ConnPool {
                         return Ok(Conn::H2(sender));
                     }
                 }
+            }
+        }
+        // Boxed: opening a connection is the rare case, and its future inline would make every
+        // request's future larger (and every move of it dearer).
+        Box::pin(self.open(connect_timeout)).await
+    }
+
+    async fn open(&self, connect_timeout: Duration) -> Result<Conn, ConnectError> {
+        match self.protocol {
+            UpstreamProtocol::Http1 => {
+                let stream = self.connect(connect_timeout).await?;
+                Ok(Conn::H1(H1Conn::new(stream)))
+            }
+            UpstreamProtocol::H2c => {
                 let stream = self.connect(connect_timeout).await?;
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                     .handshake(TokioIo::new(stream))
@@ -172,32 +195,37 @@ impl ConnPool {
                 Err(H1Error::ClientBody(e)) => Err(SendError::ClientBody(e.to_string())),
                 Err(e) => Err(SendError::Failed(e.to_string())),
             },
-            Conn::H2(mut sender) => {
-                // HTTP/2 wants the absolute form; the head is copied, as h2 is the rarer path.
-                let mut uri = http::Uri::builder().scheme("http").authority(self.authority.clone());
-                if let Some(pq) = head.uri.path_and_query() {
-                    uri = uri.path_and_query(pq.clone());
-                }
-                let mut req = http::Request::new(body);
-                *req.method_mut() = head.method.clone();
-                *req.uri_mut() = uri.build().map_err(|e| SendError::Failed(e.to_string()))?;
-                *req.headers_mut() = head.headers.clone();
-                match sender.try_send_request(req).await {
-                    Ok(resp) => Ok(resp.map(UpstreamBody::H2)),
-                    Err(mut e) => {
-                        let request = e.take_message();
-                        let error = e.into_error();
-                        match request {
-                            Some(request) => Err(SendError::Unsent {
-                                body: request.into_body(),
-                                detail: error.to_string(),
-                            }),
-                            None if client_body_failed(&error) => {
-                                Err(SendError::ClientBody(error.to_string()))
-                            }
-                            None => Err(SendError::Failed(error.to_string())),
-                        }
+            // Boxed for the same reason as `open`: HTTP/1 is the common case.
+            Conn::H2(sender) => Box::pin(self.send_h2(sender, head, body)).await,
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        mut sender: http2::SendRequest<UpBody>,
+        head: &RequestHead,
+        body: UpBody,
+    ) -> Result<http::Response<UpstreamBody>, SendError> {
+        // HTTP/2 wants the absolute form; the head is copied, as h2 is the rarer path.
+        let mut uri = http::Uri::builder().scheme("http").authority(self.authority.clone());
+        if let Some(pq) = head.uri.path_and_query() {
+            uri = uri.path_and_query(pq.clone());
+        }
+        let mut req = http::Request::new(body);
+        *req.method_mut() = head.method.clone();
+        *req.uri_mut() = uri.build().map_err(|e| SendError::Failed(e.to_string()))?;
+        *req.headers_mut() = head.headers.clone();
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok(resp.map(UpstreamBody::H2)),
+            Err(mut e) => {
+                let request = e.take_message();
+                let error = e.into_error();
+                match request {
+                    Some(request) => {
+                        Err(SendError::Unsent { body: request.into_body(), detail: error.to_string() })
                     }
+                    None if client_body_failed(&error) => Err(SendError::ClientBody(error.to_string())),
+                    None => Err(SendError::Failed(error.to_string())),
                 }
             }
         }
