@@ -25,14 +25,22 @@
 # Keep-alive request caps are lifted everywhere (nginx defaults to 1000
 # requests per connection) so no target pays for reconnects the others avoid.
 #
+# Rounds: run-to-run noise on a shared 2-core machine (+-15%) is larger than the
+# differences being measured, so the three proxies are measured ROUNDS times,
+# interleaved (the order rotates each round), and the table shows each one's
+# median. Each round also prints the proxy's CPU time per request (user and
+# system, from /proc of its processes), which varies far less than req/s and
+# says where a gap comes from.
+#
 # Usage: scripts/bench-proxy.sh [--markdown] [--build] [--skip-meridian]
 #   --markdown       also print the results as a markdown table (docs/benchmarks.md)
 #   --build          (re)build meridian with cargo before running
 #   --skip-meridian  measure only direct / nginx / haproxy
 # Environment: DURATION (s, default 10), CONNECTIONS (default 64),
-#   WARMUP (s, default 2), BENCH_BASE_PORT (default 18080),
+#   WARMUP (s, default 2), ROUNDS (default 3), BENCH_BASE_PORT (default 18080),
 #   MERIDIAN_BIN (default target/release/meridian).
-# Total run time is about 4 x (WARMUP + DURATION) s plus a few seconds of startup.
+# Total run time is about (1 + 3 x ROUNDS) x (WARMUP + DURATION) s plus a few
+# seconds of startup.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -43,6 +51,7 @@ source scripts/lib-bench.sh
 export PATH="$PATH:/usr/sbin:/sbin"
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 WARMUP=${WARMUP:-2}
 BASE_PORT=${BENCH_BASE_PORT:-18080}
@@ -67,8 +76,8 @@ for arg in "$@"; do
     esac
 done
 
-[[ $DURATION =~ ^[0-9]+$ && $WARMUP =~ ^[0-9]+$ && $CONNECTIONS =~ ^[0-9]+$ ]] ||
-    die "DURATION, WARMUP and CONNECTIONS must be integers"
+[[ $DURATION =~ ^[0-9]+$ && $WARMUP =~ ^[0-9]+$ && $CONNECTIONS =~ ^[0-9]+$ && $ROUNDS =~ ^[1-9][0-9]*$ ]] ||
+    die "DURATION, WARMUP, CONNECTIONS and ROUNDS must be integers (ROUNDS >= 1)"
 (($(nproc) >= 2)) || die "needs at least 2 CPU cores (server and load generator are pinned apart)"
 
 ensure_tools nginx:nginx haproxy:haproxy wrk:wrk curl:curl taskset:util-linux
@@ -249,12 +258,30 @@ if ((!skip_meridian)); then
 fi
 
 # --- measurements ----------------------------------------------------------
-declare -A RPS P50 P99 ERRS CPU_S CPU_C
+# Per target: the median round's figures (RPS P50 P99 ...) and every round's
+# (LIST_*), plus CPU time per request of the target's own processes.
+declare -A RPS P50 P99 ERRS CPU_S CPU_C LIST_RPS LIST_P99 LIST_US
 TARGETS=()
 
-# bench NAME URL: sanity-checks the body, warms up, then runs the measured wrk.
+# proc_ticks PID...: user and system clock ticks of the PIDs and their children
+# (nginx's workers), from /proc/PID/stat fields 14 and 15.
+proc_ticks() {
+    local pid all=()
+    for pid in "$@"; do
+        all+=("$pid")
+        # shellcheck disable=SC2207
+        all+=($(children "$pid"))
+    done
+    for pid in "${all[@]}"; do
+        # The command name (field 2) may hold spaces: count fields after ")".
+        sed 's/.*) //' /proc/"$pid"/stat 2>/dev/null || true
+    done | awk '{ u += $12; s += $13 } END { printf "%d %d\n", u, s }'
+}
+
+# bench NAME URL PID: sanity-checks the body, warms up, then runs the measured
+# wrk; appends this round's figures to the target's lists.
 bench() {
-    local name=$1 url=$2 body out
+    local name=$1 url=$2 pid=$3 body out u0 s0 u1 s1 rps p50 p99 errs hz cpu_s cpu_c us
     # A proxy that answers the wrong thing (404, 502) fast must not pass as fast.
     body=$(curl -fsS --max-time 2 "$url") || die "$name: request to $url failed"
     [[ $body == hello ]] || die "$name: unexpected body from $url: '$body'"
@@ -266,41 +293,79 @@ bench() {
     log "$name: measuring ${DURATION}s"
     out="$TMP/wrk-$name.txt"
     cpu_ticks "$TMP/cpu-before"
+    read -r u0 s0 < <(proc_ticks "$pid")
     run_client "$out" $((DURATION + 15)) taskset -c "$CLIENT_CPU" \
         wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url"
+    read -r u1 s1 < <(proc_ticks "$pid")
     cpu_ticks "$TMP/cpu-after"
-    CPU_S[$name]=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$SERVER_CPU")
-    CPU_C[$name]=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$CLIENT_CPU")
-    read -r "RPS[$name]" "P50[$name]" "P99[$name]" "ERRS[$name]" < <(parse_wrk "$out") || {
+    cpu_s=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$SERVER_CPU")
+    cpu_c=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$CLIENT_CPU")
+    read -r rps p50 p99 errs < <(parse_wrk "$out") || {
         cat "$out" >&2
         die "$name: could not parse wrk output"
     }
+    # CPU time per request, microseconds, as "user+system".
+    hz=$(getconf CLK_TCK)
+    us=$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" -v r="$rps" -v d="$DURATION" \
+        'BEGIN { n = r * d; if (n > 0) printf "%.1f+%.1f", u / hz * 1e6 / n, s / hz * 1e6 / n; else print "n/a" }')
+    log "$name: $rps req/s, p99 $p99 ms, CPU per request ${us} us (user+system)"
     # Both cores near 100% is the normal balanced state on 2 cores. But idle
     # time on the target's core while the client core is saturated means wrk
     # (+ upstream) limited this figure, not the target; say so.
-    if ((CPU_C[$name] >= 90 && CPU_S[$name] < 90)); then
-        warn "$name: core $SERVER_CPU only ${CPU_S[$name]}% busy while client core $CLIENT_CPU was ${CPU_C[$name]}%; figure is likely client-bound"
+    if ((cpu_c >= 90 && cpu_s < 90)); then
+        warn "$name: core $SERVER_CPU only ${cpu_s}% busy while client core $CLIENT_CPU was ${cpu_c}%; figure is likely client-bound"
     fi
-    [[ ${ERRS[$name]} == 0 ]] || warn "$name: ${ERRS[$name]} errors (socket errors or non-2xx), see numbers with care"
-    TARGETS+=("$name")
+    [[ $errs == 0 ]] || warn "$name: $errs errors (socket errors or non-2xx), see numbers with care"
+    LIST_RPS[$name]+="$rps "
+    LIST_P99[$name]+="$p99 "
+    LIST_US[$name]+="$us "
+    # The round with the median req/s stands for the target in the table.
+    if [[ $rps == "$(median "${LIST_RPS[$name]}")" || -z ${RPS[$name]:-} ]]; then
+        RPS[$name]=$rps P50[$name]=$p50 P99[$name]=$p99 ERRS[$name]=$errs CPU_S[$name]=$cpu_s CPU_C[$name]=$cpu_c
+    fi
+    [[ " ${TARGETS[*]} " == *" $name "* ]] || TARGETS+=("$name")
+}
+
+# median LIST: the median of whitespace-separated numbers (lower middle for an
+# even count).
+median() {
+    tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
 # The upstream is the target for the direct run, so give it core 0 meanwhile.
 pin_tree "$SERVER_CPU" "$UP_PID"
-bench direct "http://127.0.0.1:$UP_PORT/"
+bench direct "http://127.0.0.1:$UP_PORT/" "$UP_PID"
 pin_tree "$CLIENT_CPU" "$UP_PID"
 
-bench nginx-proxy "http://127.0.0.1:$NGINX_PORT/"
-bench haproxy "http://127.0.0.1:$HAPROXY_PORT/"
-((skip_meridian)) || bench meridian "http://127.0.0.1:$MERIDIAN_PORT/"
+PROXIES=(nginx-proxy haproxy)
+((skip_meridian)) || PROXIES+=(meridian)
+declare -A URL_OF=([nginx-proxy]="http://127.0.0.1:$NGINX_PORT/" [haproxy]="http://127.0.0.1:$HAPROXY_PORT/"
+    [meridian]="http://127.0.0.1:$MERIDIAN_PORT/")
+declare -A PID_OF=([nginx-proxy]="$NGINX_PID" [haproxy]="$HAPROXY_PID" [meridian]="${MERIDIAN_PID:-}")
+ROUND_RATIOS=()
+for ((round = 0; round < ROUNDS; round++)); do
+    log "round $((round + 1)) of $ROUNDS"
+    # Rotate the order so no proxy always runs first (or last) in a round.
+    for ((i = 0; i < ${#PROXIES[@]}; i++)); do
+        t=${PROXIES[$(((i + round) % ${#PROXIES[@]}))]}
+        bench "$t" "${URL_OF[$t]}" "${PID_OF[$t]}"
+    done
+    if ((!skip_meridian)); then
+        read -r -a m_rps <<<"${LIST_RPS[meridian]}"
+        read -r -a n_rps <<<"${LIST_RPS[nginx-proxy]}"
+        ROUND_RATIOS+=("$(ratio "${m_rps[$round]}" "${n_rps[$round]}")")
+    fi
+done
 
 # --- report ----------------------------------------------------------------
-printf '\n%-12s %10s %8s %8s %10s %9s %7s %7s %7s\n' target "req/s" "p50 ms" "p99 ms" "vs direct" "vs nginx" errors \
-    "cpu$SERVER_CPU%" "cpu$CLIENT_CPU%"
+echo
+echo "Median of $ROUNDS round(s) per proxy (direct: one run); CPU us/request = user+system of the target's processes."
+printf '%-12s %10s %8s %8s %10s %9s %7s %7s %7s  %s\n' target "req/s" "p50 ms" "p99 ms" "vs direct" "vs nginx" errors \
+    "cpu$SERVER_CPU%" "cpu$CLIENT_CPU%" "CPU us/request by round"
 for t in "${TARGETS[@]}"; do
-    printf '%-12s %10.0f %8.3f %8.3f %10s %9s %7s %7s %7s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
+    printf '%-12s %10.0f %8.3f %8.3f %10s %9s %7s %7s %7s  %s\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
         "$(ratio "${RPS[$t]}" "${RPS[direct]}")" "$(ratio "${RPS[$t]}" "${RPS[nginx-proxy]}")" "${ERRS[$t]}" \
-        "${CPU_S[$t]}" "${CPU_C[$t]}"
+        "${CPU_S[$t]}" "${CPU_C[$t]}" "${LIST_US[$t]}"
 done
 if ((skip_meridian)); then
     printf '%-12s %10s   (skipped: %s)\n' meridian - "$skip_reason"
@@ -310,24 +375,25 @@ echo
 if ((skip_meridian)); then
     echo "meridian/nginx throughput ratio: n/a  (meridian skipped: $skip_reason)"
 else
-    printf 'meridian/nginx throughput ratio: %s  (p99 meridian %.3f ms vs nginx %.3f ms)\n' \
-        "$(ratio "${RPS[meridian]}" "${RPS[nginx-proxy]}")" "${P99[meridian]}" "${P99[nginx-proxy]}"
+    printf 'meridian/nginx throughput ratio: %s median (rounds: %s); p99 median meridian %.3f ms vs nginx %.3f ms\n' \
+        "$(median "${ROUND_RATIOS[*]}")" "${ROUND_RATIOS[*]}" "$(median "${LIST_P99[meridian]}")" \
+        "$(median "${LIST_P99[nginx-proxy]}")"
 fi
 
 if ((markdown)); then
     cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     echo
     echo "Measured $(date -u +%Y-%m-%d) on ${cpu_model:-unknown CPU}; $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v | awk 'NR == 1 { print "HAProxy " $3 }')."
-    echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s after a ${WARMUP}s warmup; server under test alone on core 0, wrk + upstream on core 1."
+    echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s after a ${WARMUP}s warmup, $ROUNDS interleaved round(s), median round shown; server under test alone on core 0, wrk + upstream on core 1."
     echo
-    echo "| target | req/s | p50 ms | p99 ms | vs direct | vs nginx | errors | core $SERVER_CPU busy | core $CLIENT_CPU busy |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| target | req/s | p50 ms | p99 ms | vs direct | vs nginx | errors | core $SERVER_CPU busy | core $CLIENT_CPU busy | CPU us/request (user+sys), by round |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     for t in "${TARGETS[@]}"; do
-        printf '| %s | %.0f | %.3f | %.3f | %s | %s | %s | %s%% | %s%% |\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
+        printf '| %s | %.0f | %.3f | %.3f | %s | %s | %s | %s%% | %s%% | %s |\n' "$t" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" \
             "$(ratio "${RPS[$t]}" "${RPS[direct]}")" "$(ratio "${RPS[$t]}" "${RPS[nginx-proxy]}")" "${ERRS[$t]}" \
-            "${CPU_S[$t]}" "${CPU_C[$t]}"
+            "${CPU_S[$t]}" "${CPU_C[$t]}" "${LIST_US[$t]}"
     done
     if ((skip_meridian)); then
-        echo "| meridian | skipped | | | | | | | |"
+        echo "| meridian | skipped | | | | | | | | |"
     fi
 fi
