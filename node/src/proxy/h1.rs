@@ -260,9 +260,11 @@ pub enum Framing {
 /// Parse a complete response head off the front of `buf`, skipping interim 1xx responses.
 fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>, Framing, bool)>, H1Error> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut slots);
-        let len = match parsed.parse(buf) {
+        // Uninitialised slots: filling 128 empty headers first cost more than parsing a head.
+        let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let config = httparse::ParserConfig::default();
+        let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(H1Error::Protocol(e.to_string())),
@@ -278,7 +280,14 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>,
         // offsets are noted on the stack (the head is at most MAX_HEAD bytes) while `parsed`
         // borrows the buffer, and the values are cut once it is frozen.
         let count = parsed.headers.len();
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let mut small = [(0u32, 0u32, 0u32, 0u32); 24];
+        let mut large = Vec::new();
+        let spans: &mut [(u32, u32, u32, u32)] = if count <= small.len() {
+            &mut small[..count]
+        } else {
+            large.resize(count, (0, 0, 0, 0));
+            &mut large
+        };
         let base = buf.as_ptr() as usize;
         for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
             let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
@@ -286,7 +295,7 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>,
         }
         let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
-        for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+        for &(name_at, name_len, value_at, value_len) in spans.iter() {
             let (name_at, value_at) = (name_at as usize, value_at as usize);
             let raw_name = &head[name_at..name_at + name_len as usize];
             let name = HeaderName::from_bytes(raw_name).map_err(|_| {
@@ -565,6 +574,38 @@ mod tests {
         assert!(!k);
         let (_, _, k, _) = parse(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false);
         assert!(!k, "HTTP/1.0 connections are not reused");
+    }
+
+    #[test]
+    fn many_headers_keep_their_order_values_and_repeats() {
+        // Past the small on-stack list of header offsets (24), up to the limit (128); one more is
+        // an error, not a panic.
+        for n in [0usize, 1, 24, 25, 127] {
+            let mut raw = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n".to_vec();
+            for i in 0..n {
+                raw.extend_from_slice(format!("x-h{}: v{i}\r\n", i % 7).as_bytes());
+            }
+            raw.extend_from_slice(b"\r\n");
+            let (r, _, _, rest) = parse(&raw, false);
+            assert!(rest.is_empty());
+            assert_eq!(r.headers().len(), n + 1, "{n} headers");
+            for k in 0..7.min(n) {
+                let values: Vec<String> = r
+                    .headers()
+                    .get_all(format!("x-h{k}"))
+                    .iter()
+                    .map(|v| v.to_str().expect("ascii").to_string())
+                    .collect();
+                let expected: Vec<String> = (0..n).filter(|i| i % 7 == k).map(|i| format!("v{i}")).collect();
+                assert_eq!(values, expected, "{n} headers, name x-h{k}");
+            }
+        }
+        let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            raw.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        assert!(parse_head(&mut BytesMut::from(&raw[..]), false).is_err());
     }
 
     #[test]
