@@ -176,8 +176,14 @@ async fn proxy(
 
     // Upstream head: origin-form URI, cleaned headers, forwarding facts.
     let uri: Uri = match (&m.rewritten_path, parts.uri.query()) {
-        // Unchanged: the client's own path and query, shared rather than copied and parsed again.
-        (None, _) => parts.uri.path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from),
+        // Unchanged: the client's own path and query, shared rather than copied and parsed again
+        // when it is already in origin form (it nearly always is).
+        (None, _) => match parts.uri.path_and_query() {
+            Some(pq) if origin_path(&parts.uri) == pq.as_str() => Uri::from(pq.clone()),
+            _ => origin_path(&parts.uri)
+                .parse()
+                .map_err(|_| GatewayError::new(ErrorKind::BadRequest, "request path cannot be forwarded"))?,
+        },
         (Some(p), q) => {
             let pq = match q {
                 Some(q) => format!("{p}?{q}"),
@@ -278,7 +284,7 @@ async fn proxy(
     if let (Some(cluster), Some(outcome)) = (cluster, outcome) {
         if may_forward(outcome, facts, outgoing.has_body_in_hand()) && budget_ok(outcome) {
             if let Some(body) = outgoing.next_body() {
-                let original_pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_string();
+                let original_pq = origin_path(&parts.uri).into_owned();
                 let req = ForwardRequest {
                     service: &svc.name,
                     route: &route.name,
@@ -617,6 +623,17 @@ fn record(gw: &Gateway, svc: &ServiceRuntime, ep: &EndpointRuntime, outcome: Att
     }
 }
 
+/// The request target in origin form (`/path?query`, or `*`): an absolute-form target with an
+/// empty path (`http://host?q=1`) has a path-and-query of `?q=1`, which is not a valid request
+/// line on its own; its origin form is `/?q=1`.
+fn origin_path(uri: &Uri) -> std::borrow::Cow<'_, str> {
+    match uri.path_and_query().map(|pq| pq.as_str()) {
+        None | Some("") => "/".into(),
+        Some(pq) if pq.starts_with('/') || pq == "*" => pq.into(),
+        Some(pq) => format!("/{pq}").into(),
+    }
+}
+
 /// The request's host without port: from the URI (HTTP/2, absolute form) or the Host header.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
     let raw = match req.uri().host() {
@@ -656,5 +673,28 @@ async fn read_small_body(body: ClientBody, limit: u64) -> Result<Bytes, GatewayE
             Err(GatewayError::new(ErrorKind::BodyTooLarge, "request body longer than its content-length"))
         }
         Err(e) => Err(GatewayError::new(ErrorKind::ClientBodyFailed, format!("reading request body: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_targets_go_upstream_in_origin_form() {
+        for (target, expected) in [
+            ("/a/b?c=1", "/a/b?c=1"),
+            ("/", "/"),
+            ("*", "*"),
+            ("http://host", "/"),
+            ("http://host/x?y=1", "/x?y=1"),
+            ("http://host?q=1", "/?q=1"),
+            ("host:443", "/"),
+        ] {
+            let uri: Uri = target.parse().expect("uri");
+            let origin = origin_path(&uri);
+            assert_eq!(origin, expected, "{target}");
+            assert!(origin.parse::<Uri>().is_ok(), "{target} -> {origin} is a valid request target");
+        }
     }
 }
