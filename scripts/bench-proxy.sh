@@ -258,9 +258,9 @@ if ((!skip_meridian)); then
 fi
 
 # --- measurements ----------------------------------------------------------
-# Per target: the median round's figures (RPS P50 P99 ...) and every round's
-# (LIST_*), plus CPU time per request of the target's own processes.
-declare -A RPS P50 P99 ERRS CPU_S CPU_C LIST_RPS LIST_P99 LIST_US
+# Per target: every round's figures (LIST_*, space-separated, in round order),
+# then, once all rounds are done, the median round's (RPS P50 P99 ...).
+declare -A RPS P50 P99 ERRS CPU_S CPU_C LIST_RPS LIST_P50 LIST_P99 LIST_ERRS LIST_CPU_S LIST_CPU_C LIST_US
 TARGETS=()
 
 # proc_ticks PID...: user and system clock ticks of the PIDs and their children
@@ -317,13 +317,33 @@ bench() {
     fi
     [[ $errs == 0 ]] || warn "$name: $errs errors (socket errors or non-2xx), see numbers with care"
     LIST_RPS[$name]+="$rps "
+    LIST_P50[$name]+="$p50 "
     LIST_P99[$name]+="$p99 "
+    LIST_ERRS[$name]+="$errs "
+    LIST_CPU_S[$name]+="$cpu_s "
+    LIST_CPU_C[$name]+="$cpu_c "
     LIST_US[$name]+="$us "
-    # The round with the median req/s stands for the target in the table.
-    if [[ $rps == "$(median "${LIST_RPS[$name]}")" || -z ${RPS[$name]:-} ]]; then
-        RPS[$name]=$rps P50[$name]=$p50 P99[$name]=$p99 ERRS[$name]=$errs CPU_S[$name]=$cpu_s CPU_C[$name]=$cpu_c
-    fi
     [[ " ${TARGETS[*]} " == *" $name "* ]] || TARGETS+=("$name")
+}
+
+# pick_median_round NAME: fills RPS P50 P99 ERRS CPU_S CPU_C of NAME from its
+# round with the median req/s (all rounds done).
+pick_median_round() {
+    local name=$1 m i=0 v
+    local -a rps p50 p99 errs cpu_s cpu_c
+    m=$(median "${LIST_RPS[$name]}")
+    read -r -a rps <<<"${LIST_RPS[$name]}"
+    read -r -a p50 <<<"${LIST_P50[$name]}"
+    read -r -a p99 <<<"${LIST_P99[$name]}"
+    read -r -a errs <<<"${LIST_ERRS[$name]}"
+    read -r -a cpu_s <<<"${LIST_CPU_S[$name]}"
+    read -r -a cpu_c <<<"${LIST_CPU_C[$name]}"
+    for v in "${rps[@]}"; do
+        [[ $v == "$m" ]] && break
+        i=$((i + 1))
+    done
+    RPS[$name]=${rps[$i]} P50[$name]=${p50[$i]} P99[$name]=${p99[$i]}
+    ERRS[$name]=${errs[$i]} CPU_S[$name]=${cpu_s[$i]} CPU_C[$name]=${cpu_c[$i]}
 }
 
 # median LIST: the median of whitespace-separated numbers (lower middle for an
@@ -355,6 +375,10 @@ for ((round = 0; round < ROUNDS; round++)); do
         read -r -a n_rps <<<"${LIST_RPS[nginx-proxy]}"
         ROUND_RATIOS+=("$(ratio "${m_rps[$round]}" "${n_rps[$round]}")")
     fi
+done
+
+for t in "${TARGETS[@]}"; do
+    pick_median_round "$t"
 done
 
 # --- report ----------------------------------------------------------------
