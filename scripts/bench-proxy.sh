@@ -263,25 +263,10 @@ fi
 declare -A RPS P50 P99 ERRS CPU_S CPU_C LIST_RPS LIST_P50 LIST_P99 LIST_ERRS LIST_CPU_S LIST_CPU_C LIST_US
 TARGETS=()
 
-# proc_ticks PID...: user and system clock ticks of the PIDs and their children
-# (nginx's workers), from /proc/PID/stat fields 14 and 15.
-proc_ticks() {
-    local pid all=()
-    for pid in "$@"; do
-        all+=("$pid")
-        # shellcheck disable=SC2207
-        all+=($(children "$pid"))
-    done
-    for pid in "${all[@]}"; do
-        # The command name (field 2) may hold spaces: count fields after ")".
-        sed 's/.*) //' /proc/"$pid"/stat 2>/dev/null || true
-    done | awk '{ u += $12; s += $13 } END { printf "%d %d\n", u, s }'
-}
-
 # bench NAME URL PID: sanity-checks the body, warms up, then runs the measured
 # wrk; appends this round's figures to the target's lists.
 bench() {
-    local name=$1 url=$2 pid=$3 body out u0 s0 u1 s1 rps p50 p99 errs hz cpu_s cpu_c us
+    local name=$1 url=$2 pid=$3 body out u0 s0 u1 s1 rps p50 p99 errs hz cpu_s cpu_c us requests pids
     # A proxy that answers the wrong thing (404, 502) fast must not pass as fast.
     body=$(curl -fsS --max-time 2 "$url") || die "$name: request to $url failed"
     [[ $body == hello ]] || die "$name: unexpected body from $url: '$body'"
@@ -293,10 +278,13 @@ bench() {
     log "$name: measuring ${DURATION}s"
     out="$TMP/wrk-$name.txt"
     cpu_ticks "$TMP/cpu-before"
-    read -r u0 s0 < <(proc_ticks "$pid")
+    # The target's processes: nginx's master and workers, or the one process.
+    # shellcheck disable=SC2207 # PIDs, one per word
+    pids=("$pid" $(children "$pid"))
+    read -r u0 s0 < <(proc_ticks "${pids[@]}")
     run_client "$out" $((DURATION + 15)) taskset -c "$CLIENT_CPU" \
         wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url"
-    read -r u1 s1 < <(proc_ticks "$pid")
+    read -r u1 s1 < <(proc_ticks "${pids[@]}")
     cpu_ticks "$TMP/cpu-after"
     cpu_s=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$SERVER_CPU")
     cpu_c=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$CLIENT_CPU")
@@ -306,8 +294,9 @@ bench() {
     }
     # CPU time per request, microseconds, as "user+system".
     hz=$(getconf CLK_TCK)
-    us=$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" -v r="$rps" -v d="$DURATION" \
-        'BEGIN { n = r * d; if (n > 0) printf "%.1f+%.1f", u / hz * 1e6 / n, s / hz * 1e6 / n; else print "n/a" }')
+    requests=$(awk '/ requests in / { print $1 }' "$out")
+    us=$(awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" -v n="${requests:-0}" \
+        'BEGIN { if (n > 0) printf "%.1f+%.1f", u / hz * 1e6 / n, s / hz * 1e6 / n; else print "n/a" }')
     log "$name: $rps req/s, p99 $p99 ms, CPU per request ${us} us (user+system)"
     # Both cores near 100% is the normal balanced state on 2 cores. But idle
     # time on the target's core while the client core is saturated means wrk

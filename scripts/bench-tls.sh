@@ -384,15 +384,6 @@ declare -A RPS P50 P99 ERRS CPU_S CPU_C CPU_US CPU_OTHER
 ROWS=()
 CLK_TCK=$(getconf CLK_TCK)
 
-# proc_cpu_ticks PID...: user + system CPU time of these processes (all their threads), in clock
-# ticks. The fields are counted after the `(comm)` field, which may hold spaces.
-proc_cpu_ticks() {
-    local pid
-    for pid in "$@"; do
-        sed 's/^.*) //' "/proc/$pid/stat"
-    done | awk '{ t += $12 + $13 } END { print t + 0 }'
-}
-
 # process_ticks FILE: per core, the jiffies spent in processes (user + nice + system) or stolen by
 # the hypervisor (steal), apart from interrupts and softirqs (where the kernel also handles
 # loopback packets for whoever sent them), and the total.
@@ -406,7 +397,7 @@ process_ticks() {
 # Meridian process, between two snapshots around the measured run, over the requests wrk counted.
 # Unlike 1/req/s it does not depend on which core was the bottleneck.
 bench() {
-    local name=$1 url=$2 header=${3:-} body out pids ticks requests
+    local name=$1 url=$2 header=${3:-} body out pids ticks requests user0 sys0 user1 sys1
     # shellcheck disable=SC2207 # PIDs, one per word
     case $name in
     nginx-*) pids=("$NGINX_PID" $(children "$NGINX_PID")) ;;
@@ -426,11 +417,12 @@ bench() {
     log "$name: measuring ${DURATION}s"
     out="$TMP/wrk-$name.txt"
     cpu_ticks "$TMP/cpu-before"
-    ticks=$(proc_cpu_ticks "${pids[@]}")
+    read -r user0 sys0 < <(proc_ticks "${pids[@]}")
     process_ticks "$TMP/proc-before"
     run_client "$out" $((DURATION + 15)) env OPENSSL_CONF="$CLIENT_TLS_CONF" taskset -c "$CLIENT_CPU" \
         wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "${hdr[@]}" "$url"
-    ticks=$(($(proc_cpu_ticks "${pids[@]}") - ticks))
+    read -r user1 sys1 < <(proc_ticks "${pids[@]}")
+    ticks=$((user1 + sys1 - user0 - sys0))
     process_ticks "$TMP/proc-after"
     cpu_ticks "$TMP/cpu-after"
     CPU_S[$name]=$(cpu_busy "$TMP/cpu-before" "$TMP/cpu-after" "$SERVER_CPU")

@@ -92,6 +92,16 @@ children() {
     cat /proc/"$1"/task/*/children 2>/dev/null || true
 }
 
+# proc_ticks PID...: "USER SYSTEM", the clock ticks (getconf CLK_TCK per second) these
+# processes (all their threads) have run, from /proc/PID/stat fields 14 and 15, counted after the
+# `(comm)` field, which may hold spaces. A process that has exited counts nothing.
+proc_ticks() {
+    local pid
+    for pid in "$@"; do
+        sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null || true
+    done | awk '{ u += $12; s += $13 } END { printf "%d %d\n", u, s }'
+}
+
 # pin_tree CPU PID: moves a process, its threads and its children to CPU.
 # taskset at launch is inherited by forked workers, but re-pinning a running
 # nginx means touching the master and each worker explicitly.
