@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Overloaded,
     BodyTooLarge,
     BadRequest,
+    /// The request head is over `max_header_bytes` or has too many fields.
+    HeadersTooLarge,
     ClientBodyFailed,
     ClientTimeout,
     RateLimited,
@@ -65,6 +67,7 @@ impl GatewayError {
             ErrorKind::UpstreamUnreachable | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::BadRequest | ErrorKind::ClientBodyFailed => StatusCode::BAD_REQUEST,
+            ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -76,6 +79,7 @@ impl GatewayError {
         match self.kind {
             ErrorKind::BodyTooLarge
             | ErrorKind::BadRequest
+            | ErrorKind::HeadersTooLarge
             | ErrorKind::ClientBodyFailed
             | ErrorKind::ClientTimeout
             | ErrorKind::RateLimited
@@ -108,6 +112,7 @@ impl GatewayError {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::BadRequest => "bad_request",
+            ErrorKind::HeadersTooLarge => "headers_too_large",
             ErrorKind::ClientBodyFailed => "client_body_failed",
             ErrorKind::ClientTimeout => "client_timeout",
             ErrorKind::RateLimited => "rate_limited",
@@ -139,6 +144,7 @@ mod tests {
         assert_eq!(s(ErrorKind::UpstreamUnreachable), 502);
         assert_eq!(s(ErrorKind::Overloaded), 503);
         assert_eq!(s(ErrorKind::BodyTooLarge), 413);
+        assert_eq!(s(ErrorKind::HeadersTooLarge), 431);
         assert_eq!(s(ErrorKind::RateLimited), 429);
         assert_eq!(s(ErrorKind::Unauthenticated), 401);
         assert_eq!(s(ErrorKind::IpDenied), 403);

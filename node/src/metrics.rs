@@ -128,7 +128,7 @@ impl Default for Metrics {
     }
 }
 
-const ERROR_KINDS: [ErrorKind; 14] = [
+const ERROR_KINDS: [ErrorKind; 15] = [
     ErrorKind::NoRoute,
     ErrorKind::NoHealthyUpstream,
     ErrorKind::UpstreamTimeout,
@@ -137,6 +137,7 @@ const ERROR_KINDS: [ErrorKind; 14] = [
     ErrorKind::Overloaded,
     ErrorKind::BodyTooLarge,
     ErrorKind::BadRequest,
+    ErrorKind::HeadersTooLarge,
     ErrorKind::ClientBodyFailed,
     ErrorKind::ClientTimeout,
     ErrorKind::RateLimited,

@@ -111,10 +111,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         allow_h2: true,
     };
     let data_gw = gw.clone();
-    let data = server::serve(
+    let data = server::serve_data(
         http,
         conn_limits.clone(),
-        move |req, peer: SocketAddr| handler::handle(data_gw.clone(), req, peer, Scheme::Http),
+        handler::DataPlane { gw: data_gw, scheme: Scheme::Http },
         stopped(stop_rx.clone()),
         cfg.drain_timeout,
         "http",
@@ -142,7 +142,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
                 listener,
                 TlsHandshake(tls),
                 conn_limits.clone(),
-                move |req, peer: SocketAddr| handler::handle(https_gw.clone(), req, peer, Scheme::Https),
+                move |req, peer: SocketAddr| {
+                    handler::handle_hyper(https_gw.clone(), req, peer, Scheme::Https)
+                },
                 stopped(stop_rx.clone()),
                 cfg.drain_timeout,
                 "https",

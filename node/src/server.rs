@@ -4,6 +4,8 @@
 //! connections up to `drain` to finish (HTTP/1 connections close after their current response,
 //! HTTP/2 ones get a GOAWAY). `serve_with` is the same loop with a `Handshake` step between
 //! accepting a connection and serving HTTP on it: none for plain listeners, TLS for `--https`.
+//! `serve_data` is the data plane's plain listener: Meridian's own HTTP/1.1 server, with hyper
+//! for h2c.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +20,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::proxy::body::ClientBody;
+use crate::proxy::h1_server;
 
 #[derive(Debug, Clone)]
 pub struct ConnLimits {
@@ -138,6 +143,138 @@ pub async fn serve_with<S, H, Fut, B>(
     tracing::info!(plane, "stopped accepting; draining connections");
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         tracing::warn!(plane, drain_ms = drain.as_millis() as u64, "drain timed out; closing the rest");
+    }
+}
+
+/// Serve the data plane's plain HTTP on `listener`: HTTP/1.1 with Meridian's own server
+/// ([`h1_server`]), and h2c (prior knowledge) with hyper's HTTP/2 server when `limits.allow_h2`.
+/// Shutdown and drain behave as in [`serve`].
+pub async fn serve_data<S: h1_server::Service>(
+    listener: TcpListener,
+    limits: ConnLimits,
+    svc: S,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+    plane: &'static str,
+) {
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(1024);
+    let h1_limits = h1_server::Limits {
+        header_read_timeout: limits.header_read_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        allow_h2: limits.allow_h2,
+    };
+    // HTTP/1 connections watch `stop`, and the drain waits until all of them have dropped their
+    // receiver; HTTP/2 ones are watched by hyper's graceful shutdown.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(plane, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = svc.clone();
+        let stop = stop_rx.clone();
+        let watcher = graceful.watcher();
+        let h2 = h2.clone();
+        tokio::spawn(async move {
+            let conn = std::sync::Arc::new(h1_server::Conn::new(stream));
+            let h1_server::Ended::Http2(conn) = h1_server::serve(conn, peer, &svc, h1_limits, stop).await
+            else {
+                return;
+            };
+            let Some((stream, preface)) = conn.into_parts() else { return };
+            let io = TokioIo::new(Prefixed { pre: preface, io: stream });
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let fut = h1_server::Service::call(&svc, req.map(|inner| ClientBody::Http { inner }), peer);
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            if let Err(e) = watcher.watch(h2.serve_connection(io, svc)).await {
+                tracing::debug!(plane, %peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    drop(stop_rx);
+    let _ = stop_tx.send(true);
+    tracing::info!(plane, "stopped accepting; draining connections");
+    let drained = async {
+        tokio::join!(graceful.shutdown(), stop_tx.closed());
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
+        tracing::warn!(plane, drain_ms = drain.as_millis() as u64, "drain timed out; closing the rest");
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream with bytes already read off it put back in front.
+    struct Prefixed<T> {
+        pre: bytes::Bytes,
+        #[pin]
+        io: T,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.project();
+        if !this.pre.is_empty() {
+            let n = this.pre.len().min(buf.remaining());
+            buf.put_slice(&this.pre.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        this.io.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }
 

@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::h1::H1Body;
+use super::h1_server::RequestBody;
 use super::inflight::InFlightGuard;
 use super::pool::UpstreamBody;
 
@@ -31,6 +32,10 @@ pin_project_lite::pin_project! {
     /// node that forwarded the request.
     #[project = ClientBodyProj]
     pub enum ClientBody {
+        /// A request without a body.
+        Empty,
+        /// Read off a plain HTTP/1.1 connection by Meridian's own server.
+        H1 { inner: RequestBody },
         Http {
             #[pin]
             inner: Incoming,
@@ -52,6 +57,8 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
+            ClientBodyProj::Empty => Poll::Ready(None),
+            ClientBodyProj::H1 { inner } => inner.poll_frame(cx),
             ClientBodyProj::Http { inner } => {
                 Poll::Ready(ready!(inner.poll_frame(cx)).map(|r| r.map_err(|e| Box::new(e) as BoxError)))
             }
@@ -72,6 +79,8 @@ impl Body for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
+            ClientBody::Empty => true,
+            ClientBody::H1 { inner } => inner.is_end_stream(),
             ClientBody::Http { inner } => inner.is_end_stream(),
             ClientBody::Peer { ended, .. } => *ended,
         }
@@ -79,6 +88,8 @@ impl Body for ClientBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H1 { inner } => inner.size_hint(),
             ClientBody::Http { inner } => inner.size_hint(),
             ClientBody::Peer { .. } => SizeHint::default(),
         }

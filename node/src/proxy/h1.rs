@@ -347,7 +347,7 @@ fn framing(status: StatusCode, is_head: bool, headers: &HeaderMap) -> Result<Fra
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decode {
+pub(super) enum Decode {
     Length(u64),
     UntilClose,
     /// Waiting for a chunk-size line.
@@ -511,7 +511,7 @@ impl Body for H1Body {
 }
 
 /// Advance the chunked decoder over one line-shaped element; `Ok(None)` when more bytes are needed.
-fn step_chunk_line(buf: &mut BytesMut, state: Decode) -> Result<Option<Decode>, io::Error> {
+pub(super) fn step_chunk_line(buf: &mut BytesMut, state: Decode) -> Result<Option<Decode>, io::Error> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunked encoding: {m}"));
     let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
         if buf.len() > 4096 {

@@ -42,14 +42,57 @@ pub struct Forwarded {
 /// becomes a small JSON response.
 pub fn handle(
     gw: Arc<Gateway>,
+    req: Request<ClientBody>,
+    client: SocketAddr,
+    scheme: Scheme,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = Response<DownBody>> + Send>> {
+    // Boxed once, here: the request's future is a few KiB, and the server moves the future it
+    // is given; a pointer moves for free. Not an `async fn` of its own, which would be one more
+    // layer holding a copy of the request.
+    Box::pin(respond(gw, req, client.ip(), scheme, None))
+}
+
+/// [`handle`] for a request read by hyper (HTTP/2, and HTTP/1.1 over TLS).
+pub fn handle_hyper(
+    gw: Arc<Gateway>,
     req: Request<Incoming>,
     client: SocketAddr,
     scheme: Scheme,
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = Response<DownBody>> + Send>> {
-    // Boxed once, here: the request's future is a few KiB, and hyper moves the future it is
-    // given (into its dispatcher's slot); a pointer moves for free. Not an `async fn` of its
-    // own, which would be one more layer holding a copy of the request.
-    Box::pin(respond(gw, req.map(|inner| ClientBody::Http { inner }), client.ip(), scheme, None))
+    handle(gw, req.map(|inner| ClientBody::Http { inner }), client, scheme)
+}
+
+/// The data plane as the HTTP/1.1 server sees it.
+#[derive(Clone)]
+pub struct DataPlane {
+    pub gw: Arc<Gateway>,
+    pub scheme: Scheme,
+}
+
+impl crate::proxy::h1_server::Service for DataPlane {
+    fn call(
+        &self,
+        req: Request<ClientBody>,
+        peer: SocketAddr,
+    ) -> impl std::future::Future<Output = Response<DownBody>> + Send + 'static + use<> {
+        handle(self.gw.clone(), req, peer, self.scheme)
+    }
+
+    fn refuse(&self, status: http::StatusCode, why: &'static str) -> Response<DownBody> {
+        let kind = match status {
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorKind::HeadersTooLarge,
+            http::StatusCode::REQUEST_TIMEOUT => ErrorKind::ClientTimeout,
+            _ => ErrorKind::BadRequest,
+        };
+        self.gw.metrics.count_error(kind);
+        let request_id = hdr::new_request_id();
+        let mut resp = error_response(&GatewayError::new(kind, why), &request_id);
+        let h = resp.headers_mut();
+        h.insert(X_MERIDIAN_NODE, self.gw.identity.node_header.clone());
+        h.insert(X_MERIDIAN_REGION, self.gw.identity.region_header.clone());
+        h.insert(X_REQUEST_ID, request_id);
+        resp
+    }
 }
 
 /// Serve a request from a client or, with `fwd`, one forwarded by a peer. `scheme` is how the

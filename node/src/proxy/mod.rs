@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod h1;
+pub mod h1_server;
 pub mod handler;
 pub mod headers;
 pub mod inflight;
