@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -76,11 +77,19 @@ pub struct Limits {
 
 /// One client connection.
 pub struct Conn {
-    stream: TcpStream,
     read: Mutex<ReadSide>,
+    write: OwnedWriteHalf,
 }
 
 struct ReadSide {
+    /// Read through tokio's `poll_read`, which notes a short read as "drained": the read after
+    /// a response then waits for readiness instead of making a system call that would find
+    /// nothing.
+    half: OwnedReadHalf,
+    st: ReadState,
+}
+
+struct ReadState {
     buf: BytesMut,
     /// Framing state of the current request's body; `Done` between requests.
     body: Decode,
@@ -92,16 +101,34 @@ struct ReadSide {
     broken: bool,
 }
 
+impl std::ops::Deref for ReadSide {
+    type Target = ReadState;
+
+    fn deref(&self) -> &ReadState {
+        &self.st
+    }
+}
+
+impl std::ops::DerefMut for ReadSide {
+    fn deref_mut(&mut self) -> &mut ReadState {
+        &mut self.st
+    }
+}
+
 impl Conn {
     pub fn new(stream: TcpStream) -> Conn {
+        let (half, write) = stream.into_split();
         Conn {
-            stream,
+            write,
             read: Mutex::new(ReadSide {
-                buf: BytesMut::with_capacity(4096),
-                body: Decode::Done,
-                continue_owed: None,
-                trailer_lines: 0,
-                broken: false,
+                half,
+                st: ReadState {
+                    buf: BytesMut::with_capacity(4096),
+                    body: Decode::Done,
+                    continue_owed: None,
+                    trailer_lines: 0,
+                    broken: false,
+                },
             }),
         }
     }
@@ -116,7 +143,8 @@ impl Conn {
     pub fn into_parts(self: Arc<Self>) -> Option<(TcpStream, Bytes)> {
         let conn = Arc::into_inner(self)?;
         let read = conn.read.into_inner().unwrap_or_else(PoisonError::into_inner);
-        Some((conn.stream, read.buf.freeze()))
+        let stream = read.half.reunite(conn.write).ok()?;
+        Some((stream, read.st.buf.freeze()))
     }
 }
 
@@ -135,14 +163,15 @@ pub async fn serve<S: Service>(
     peer: SocketAddr,
     svc: &S,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Ended {
+    let mut stop = Stop::new(shutdown);
     let mut out = BytesMut::with_capacity(1024);
     let mut timer = HeadTimer { sleep: None, timeout: limits.header_read_timeout };
     // The first head's time starts at accept.
     let mut first = Some(Instant::now());
     loop {
-        let head = match read_head(&conn, &limits, &mut timer, &mut shutdown, first.take()).await {
+        let head = match read_head(&conn, &limits, &mut timer, &mut stop, first.take()).await {
             Ok(Head::Request(mut head)) => {
                 body_of(&conn, &mut head.req);
                 head
@@ -161,7 +190,7 @@ pub async fn serve<S: Service>(
         let Parsed { req, keep_alive, is_head } = head;
         let version = req.version();
         let resp = svc.call(req, peer).await;
-        let keep = keep_alive && !shutdown.has_changed().unwrap_or(true) && body_settled(&conn);
+        let keep = keep_alive && !stop.requested() && body_settled(&conn);
         match write_response(&conn, &mut out, resp, is_head, version, keep).await {
             Ok(true) => {}
             Ok(false) => break,
@@ -205,7 +234,9 @@ fn body_settled(conn: &Arc<Conn>) -> bool {
             Ok(Step::End) => return true,
             Ok(Step::NeedMore) => {
                 rd.buf.reserve(READ_CHUNK);
-                match conn.stream.try_read_buf(&mut rd.buf) {
+                let ReadSide { half, st } = &mut *rd;
+                let buf = &mut st.buf;
+                match half.try_read_buf(buf) {
                     Ok(n) if n > 0 => {}
                     _ => return false,
                 }
@@ -218,7 +249,7 @@ fn body_settled(conn: &Arc<Conn>) -> bool {
 /// Half-close, so the client sees the end of the last response rather than a reset, even while
 /// a request body elsewhere still holds the socket.
 fn close(conn: &Conn) {
-    let _ = socket2::SockRef::from(&conn.stream).shutdown(std::net::Shutdown::Write);
+    let _ = socket2::SockRef::from(conn.write.as_ref()).shutdown(std::net::Shutdown::Write);
 }
 
 /// The header read timeout as one timer per connection. A head's deadline is its wait's start
@@ -285,82 +316,103 @@ impl Refusal {
     }
 }
 
-enum Wake {
-    Readable,
-    Expired,
-    Shutdown,
-}
-
 /// Wait for the next complete request head.
 async fn read_head(
     conn: &Arc<Conn>,
     limits: &Limits,
     timer: &mut HeadTimer,
-    shutdown: &mut watch::Receiver<bool>,
+    stop: &mut Stop,
     mut since: Option<Instant>,
 ) -> Result<Head, Refusal> {
     let mut sniff_h2 = limits.allow_h2 && since.is_some();
-    loop {
-        let idle = {
-            let mut rd = conn.lock();
-            // `body_settled` saw the previous request's body through.
-            debug_assert_eq!(rd.body, Decode::Done);
-            if !rd.buf.is_empty() {
-                if sniff_h2 {
-                    let n = rd.buf.len().min(H2_PREFACE.len());
-                    if rd.buf[..n] != H2_PREFACE[..n] {
-                        sniff_h2 = false;
-                    } else if n == H2_PREFACE.len() {
-                        return Ok(Head::Http2);
-                    }
-                }
-                if !sniff_h2 {
-                    if let Some(parsed) = parse_request(&mut rd, limits.max_header_bytes)? {
-                        return Ok(Head::Request(parsed));
-                    }
-                    if rd.buf.len() >= limits.max_header_bytes {
-                        return Err(Refusal::TooLarge);
-                    }
+    poll_fn(|cx| loop {
+        let mut rd = conn.lock();
+        // `body_settled` saw the previous request's body through.
+        debug_assert_eq!(rd.body, Decode::Done);
+        if !rd.buf.is_empty() {
+            if sniff_h2 {
+                let n = rd.buf.len().min(H2_PREFACE.len());
+                if rd.buf[..n] != H2_PREFACE[..n] {
+                    sniff_h2 = false;
+                } else if n == H2_PREFACE.len() {
+                    return Poll::Ready(Ok(Head::Http2));
                 }
             }
-            rd.buf.reserve(4096);
-            match conn.stream.try_read_buf(&mut rd.buf) {
-                Ok(0) => return if rd.buf.is_empty() { Ok(Head::Closed) } else { Err(Refusal::Gone) },
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return Err(Refusal::Gone),
+            if !sniff_h2 {
+                match parse_request(&mut rd, limits.max_header_bytes) {
+                    Ok(Some(parsed)) => return Poll::Ready(Ok(Head::Request(parsed))),
+                    Ok(None) => {}
+                    Err(refusal) => return Poll::Ready(Err(refusal)),
+                }
+                if rd.buf.len() >= limits.max_header_bytes {
+                    return Poll::Ready(Err(Refusal::TooLarge));
+                }
             }
-            rd.buf.is_empty()
-        };
-        if idle && shutdown.has_changed().unwrap_or(true) {
-            return Ok(Head::Closed);
+        }
+        let ReadSide { half, st } = &mut *rd;
+        let buf = &mut st.buf;
+        buf.reserve(4096);
+        match tokio_util::io::poll_read_buf(Pin::new(half), cx, buf) {
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(if buf.is_empty() { Ok(Head::Closed) } else { Err(Refusal::Gone) })
+            }
+            Poll::Ready(Ok(_)) => continue,
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(Refusal::Gone)),
+            Poll::Pending => {}
+        }
+        let idle = buf.is_empty();
+        drop(rd);
+        if idle && stop.poll(cx).is_ready() {
+            return Poll::Ready(Ok(Head::Closed));
         }
         let started = *since.get_or_insert_with(Instant::now);
-        let mut stop = pin!(shutdown.changed());
-        let woke = poll_fn(|cx| {
-            if conn.stream.poll_read_ready(cx).is_ready() {
-                return Poll::Ready(Wake::Readable);
-            }
-            if timer.poll_expired(started, cx).is_ready() {
-                return Poll::Ready(Wake::Expired);
-            }
-            if idle && stop.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Wake::Shutdown);
-            }
+        if timer.poll_expired(started, cx).is_ready() {
+            return Poll::Ready(Err(Refusal::Timeout(!idle)));
+        }
+        return Poll::Pending;
+    })
+    .await
+}
+
+/// The server's shutdown signal as one future per connection (not one per wait).
+pub(crate) struct Stop {
+    seen: watch::Receiver<bool>,
+    changed: Pin<Box<dyn Future<Output = ()> + Send>>,
+    fired: bool,
+}
+
+impl Stop {
+    fn new(rx: watch::Receiver<bool>) -> Stop {
+        let mut waiting = rx.clone();
+        Stop {
+            seen: rx,
+            changed: Box::pin(async move {
+                let _ = waiting.changed().await;
+            }),
+            fired: false,
+        }
+    }
+
+    /// Whether shutdown has begun (no waker registered).
+    fn requested(&mut self) -> bool {
+        self.fired || self.seen.has_changed().unwrap_or(true)
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.fired && self.changed.as_mut().poll(cx).is_ready() {
+            self.fired = true;
+        }
+        if self.fired {
+            Poll::Ready(())
+        } else {
             Poll::Pending
-        })
-        .await;
-        match woke {
-            Wake::Readable => {}
-            Wake::Expired => return Err(Refusal::Timeout(!idle)),
-            Wake::Shutdown => return Ok(Head::Closed),
         }
     }
 }
 
 /// Parse a complete request head off the front of the buffer and set up its body's framing.
 /// `Ok(None)` when the head is not complete yet.
-fn parse_request(rd: &mut ReadSide, max_head: usize) -> Result<Option<Parsed>, Refusal> {
+fn parse_request(rd: &mut ReadState, max_head: usize) -> Result<Option<Parsed>, Refusal> {
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_REQUEST_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let config = httparse::ParserConfig::default();
@@ -501,7 +553,7 @@ enum Step {
 }
 
 /// Take what the buffer holds of the current body.
-fn decode_step(rd: &mut ReadSide) -> io::Result<Step> {
+fn decode_step(rd: &mut ReadState) -> io::Result<Step> {
     loop {
         match rd.body {
             Decode::Done => return Ok(Step::End),
@@ -591,10 +643,10 @@ impl RequestBody {
                 rd.continue_owed = None;
                 break;
             }
-            match conn.stream.try_write(&CONTINUE[sent..]) {
+            match conn.write.try_write(&CONTINUE[sent..]) {
                 Ok(n) => rd.continue_owed = Some(sent + n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = ready!(conn.stream.poll_write_ready(cx)) {
+                    if let Err(e) = ready!(conn.write.as_ref().poll_write_ready(cx)) {
                         return Poll::Ready(Some(Err(e.into())));
                     }
                 }
@@ -608,8 +660,10 @@ impl RequestBody {
                 Ok(Step::NeedMore) => {}
                 Err(e) => return Poll::Ready(Some(Err(e.into()))),
             }
-            rd.buf.reserve(READ_CHUNK);
-            match conn.stream.try_read_buf(&mut rd.buf) {
+            let ReadSide { half, st } = &mut *rd;
+            let buf = &mut st.buf;
+            buf.reserve(READ_CHUNK);
+            match ready!(tokio_util::io::poll_read_buf(Pin::new(half), cx, buf)) {
                 Ok(0) => {
                     return Poll::Ready(Some(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -618,11 +672,6 @@ impl RequestBody {
                     .into())))
                 }
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = ready!(conn.stream.poll_read_ready(cx)) {
-                        return Poll::Ready(Some(Err(e.into())));
-                    }
-                }
                 Err(e) => return Poll::Ready(Some(Err(e.into()))),
             }
         }
@@ -673,7 +722,7 @@ async fn write_response(
     let (framing, keep) =
         encode_head(out, parts.status, &parts.headers, &body.size_hint(), is_head, version, keep_alive);
     if framing == Framing::None {
-        write_all(&conn.stream, out).await?;
+        write_all(conn.write.as_ref(), out).await?;
         out.clear();
         return Ok(keep);
     }
@@ -687,7 +736,7 @@ async fn write_response(
             match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
-                    write_all(&conn.stream, out).await?;
+                    write_all(conn.write.as_ref(), out).await?;
                     out.clear();
                     continue;
                 }
@@ -698,7 +747,7 @@ async fn write_response(
             Some(Err(e)) => {
                 // Whatever was sent stays short of its framing: the client sees a truncated
                 // response, never a complete-looking wrong one.
-                write_all(&conn.stream, out).await?;
+                write_all(conn.write.as_ref(), out).await?;
                 out.clear();
                 return Err(io::Error::other(format!("response body failed: {e}")));
             }
@@ -732,7 +781,7 @@ async fn write_response(
                 out.extend_from_slice(&line[..*n]);
             }
             let tail: &[u8] = if chunk_head.is_some() { b"\r\n" } else { b"" };
-            write_all_vectored(&conn.stream, &[out, &data, tail]).await?;
+            write_all_vectored(conn.write.as_ref(), &[out, &data, tail]).await?;
             out.clear();
         }
         if body.is_end_stream() {
@@ -741,7 +790,7 @@ async fn write_response(
     }
     match framing {
         Framing::Length(n) if sent != n => {
-            write_all(&conn.stream, out).await?;
+            write_all(conn.write.as_ref(), out).await?;
             out.clear();
             return Err(io::Error::other("response body shorter than its content-length"));
         }
@@ -749,7 +798,7 @@ async fn write_response(
         _ => {}
     }
     if !out.is_empty() {
-        write_all(&conn.stream, out).await?;
+        write_all(conn.write.as_ref(), out).await?;
         out.clear();
     }
     Ok(keep)
@@ -921,8 +970,8 @@ mod date {
 mod tests {
     use super::*;
 
-    fn side(raw: &[u8]) -> ReadSide {
-        ReadSide {
+    fn side(raw: &[u8]) -> ReadState {
+        ReadState {
             buf: BytesMut::from(raw),
             body: Decode::Done,
             continue_owed: None,
@@ -931,7 +980,7 @@ mod tests {
         }
     }
 
-    fn parse(raw: &[u8]) -> Result<Option<(Parsed, ReadSide)>, Refusal> {
+    fn parse(raw: &[u8]) -> Result<Option<(Parsed, ReadState)>, Refusal> {
         let mut rd = side(raw);
         Ok(parse_request(&mut rd, 8192)?.map(|p| (p, rd)))
     }
