@@ -80,7 +80,7 @@ async fn probe(ep: &EndpointRuntime, spec: &HealthCheckSpec) -> bool {
         headers.insert(header::HOST, http::HeaderValue::from_str(ep.pool.authority().as_str()).ok()?);
         headers.insert(header::USER_AGENT, http::HeaderValue::from_static("meridian-health-check"));
         let head = RequestHead { method: http::Method::GET, uri: spec.path.parse().ok()?, headers };
-        let resp = ep.pool.send(conn, &head, UpBody::Empty).await.ok()?;
+        let resp = ep.pool.send(conn, &head, UpBody::Empty, deadline).await.ok()?;
         let ok = resp.status().is_success();
         // Drain the (small) body so the connection can be reused.
         let _ = match resp.into_body() {

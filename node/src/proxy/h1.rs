@@ -8,6 +8,7 @@
 //! Framing follows RFC 9112 §6: no body for HEAD, 1xx, 204 and 304; chunked when the last transfer
 //! coding is chunked; else `content-length`; else read until close.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::body::{BoxError, UpBody};
 use super::pool::{ConnPool, RequestHead};
@@ -47,6 +48,8 @@ pub struct H1Conn {
     /// closed by the upstream while idle).
     pub reused: bool,
     pub idle_since: Instant,
+    /// The per-try timeout, kept across exchanges: see [`expired`].
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,8 @@ pub enum H1Error {
     ClientBody(BoxError),
     #[error("invalid upstream response: {0}")]
     Protocol(String),
+    #[error("no response head before the per-try deadline")]
+    TimedOut,
 }
 
 impl H1Conn {
@@ -73,6 +78,7 @@ impl H1Conn {
             out: BytesMut::with_capacity(1024),
             reused: false,
             idle_since: Instant::now(),
+            timer: None,
         }
     }
 
@@ -83,14 +89,38 @@ impl H1Conn {
         matches!(self.rd.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Send `req` and read the response head. The body streams from the returned [`H1Body`],
-    /// which hands the connection back to `pool` when the exchange ends cleanly.
+    /// Send `req` and read the response head, by `deadline`. The body streams from the
+    /// returned [`H1Body`], which hands the connection back to `pool` when the exchange ends
+    /// cleanly.
     pub async fn send(
         mut self,
         head: &RequestHead,
         body: UpBody,
         pool: Arc<ConnPool>,
+        deadline: Instant,
     ) -> Result<(Response<()>, H1Body), H1Error> {
+        let mut timer = self.timer.take();
+        let outcome = {
+            let mut exchange = std::pin::pin!(self.exchange(head, body));
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                ready!(expired(&mut timer, deadline, cx));
+                Poll::Ready(Err(H1Error::TimedOut))
+            })
+            .await
+        };
+        self.timer = timer;
+        let (resp, framing, reusable) = outcome?;
+        Ok((resp, H1Body::new(self, framing, reusable, pool)))
+    }
+
+    async fn exchange(
+        &mut self,
+        head: &RequestHead,
+        body: UpBody,
+    ) -> Result<(Response<()>, Framing, bool), H1Error> {
         let mut out = std::mem::take(&mut self.out);
         let chunked = encode_head(&mut out, &head.method, &head.uri, &head.headers, &body);
         let is_head = head.method == Method::HEAD;
@@ -120,9 +150,7 @@ impl H1Conn {
             self.out = out;
         }
         let (resp, framing, keep_alive) = self.read_head(is_head).await?;
-        let reusable = keep_alive && !early;
-        let body = H1Body::new(self, framing, reusable, pool);
-        Ok((resp, body))
+        Ok((resp, framing, keep_alive && !early))
     }
 
     /// Send a streamed body, full duplex: an upstream may answer (say, 413) before it has read
@@ -162,6 +190,24 @@ impl H1Conn {
                 });
             }
         }
+    }
+}
+
+/// Ready once `deadline` has passed. The timer lives with the connection and is moved only when
+/// it fires before the deadline it is checked against (it was set for an earlier exchange) or
+/// when a deadline comes earlier than the one it is set for: a busy connection touches the
+/// timer wheel about once per timeout, not once per exchange.
+fn expired(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if sleep.deadline() > deadline {
+        sleep.as_mut().reset(deadline);
+    }
+    loop {
+        ready!(sleep.as_mut().poll(cx));
+        if sleep.deadline() >= deadline {
+            return Poll::Ready(());
+        }
+        sleep.as_mut().reset(deadline);
     }
 }
 
@@ -645,6 +691,28 @@ mod tests {
         assert!(step_chunk_line(&mut buf, Decode::ChunkSize).is_err());
         let mut buf = BytesMut::from(&b"12"[..]);
         assert_eq!(step_chunk_line(&mut buf, Decode::ChunkSize).expect("ok"), None);
+    }
+
+    #[tokio::test]
+    async fn the_kept_timer_fires_at_each_exchanges_own_deadline() {
+        use std::future::poll_fn;
+        use std::time::Duration;
+        let mut timer = None;
+        let d1 = Instant::now() + Duration::from_millis(20);
+        poll_fn(|cx| expired(&mut timer, d1, cx)).await;
+        assert!(Instant::now() >= d1);
+        // The timer still holds the passed deadline: a later exchange waits for its own.
+        let d2 = Instant::now() + Duration::from_millis(40);
+        poll_fn(|cx| expired(&mut timer, d2, cx)).await;
+        assert!(Instant::now() >= d2, "fired at an earlier exchange's deadline");
+        // Set far out, then an exchange with a nearer deadline moves it in.
+        let far = Instant::now() + Duration::from_secs(30);
+        assert!(poll_fn(|cx| Poll::Ready(expired(&mut timer, far, cx))).await.is_pending());
+        let near = Instant::now() + Duration::from_millis(20);
+        tokio::time::timeout(Duration::from_secs(10), poll_fn(|cx| expired(&mut timer, near, cx)))
+            .await
+            .expect("the nearer deadline fired");
+        assert!(Instant::now() >= near);
     }
 
     #[test]

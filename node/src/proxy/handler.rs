@@ -520,8 +520,8 @@ async fn attempt_local(
         // A fresh connection took time to open; a pooled one was ready at `now`.
         let sent_at = if conn.is_fresh() { Instant::now() } else { now };
         let per_try = svc.per_try_timeout.min(deadline.saturating_duration_since(sent_at));
-        match tokio::time::timeout_at(sent_at + per_try, ep.pool.send(conn, &outgoing.head, body)).await {
-            Ok(Ok(resp)) => {
+        match ep.pool.send(conn, &outgoing.head, body, sent_at + per_try).await {
+            Ok(resp) => {
                 let status = resp.status();
                 if status.is_server_error() {
                     record(gw, svc, ep, AttemptOutcome::ServerError);
@@ -549,7 +549,7 @@ async fn attempt_local(
                 }
                 return Ok((resp, ep_guard, idx));
             }
-            Ok(Err(SendError::Unsent { body, detail })) => {
+            Err(SendError::Unsent { body, detail }) => {
                 // A shared connection that closed before use: nothing was sent, and it says
                 // nothing about the endpoint's health.
                 outgoing.give_back(body);
@@ -560,10 +560,10 @@ async fn attempt_local(
                 }
                 continue;
             }
-            Ok(Err(SendError::ClientBody(detail))) => {
+            Err(SendError::ClientBody(detail)) => {
                 return Err((GatewayError::new(ErrorKind::ClientBodyFailed, detail), None));
             }
-            Ok(Err(SendError::Failed(detail))) => {
+            Err(SendError::Failed(detail)) => {
                 record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
                 let err = GatewayError::new(ErrorKind::UpstreamUnreachable, format!("{}: {detail}", ep.url));
                 if should_retry(gw, svc, Failure::Reset, facts, attempt, max_attempts, request_id, &ep.url) {
@@ -572,7 +572,7 @@ async fn attempt_local(
                 }
                 return Err((err, Some(LocalOutcome::Failed(Failure::Reset))));
             }
-            Err(_) => {
+            Err(SendError::TimedOut) => {
                 record(gw, svc, ep, AttemptOutcome::Timeout);
                 let err = GatewayError::new(
                     ErrorKind::UpstreamTimeout,

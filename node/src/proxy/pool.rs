@@ -85,6 +85,8 @@ pub enum SendError {
     ClientBody(String),
     /// The upstream failed after the request may have reached it.
     Failed(String),
+    /// No response head by the per-try deadline.
+    TimedOut,
 }
 
 impl ConnPool {
@@ -188,15 +190,22 @@ impl ConnPool {
         conn: Conn,
         head: &RequestHead,
         body: UpBody,
+        deadline: Instant,
     ) -> Result<http::Response<UpstreamBody>, SendError> {
         match conn {
-            Conn::H1(conn) => match conn.send(head, body, self.clone()).await {
+            Conn::H1(conn) => match conn.send(head, body, self.clone(), deadline).await {
                 Ok((resp, body)) => Ok(resp.map(|()| UpstreamBody::H1(body))),
                 Err(H1Error::ClientBody(e)) => Err(SendError::ClientBody(e.to_string())),
+                Err(H1Error::TimedOut) => Err(SendError::TimedOut),
                 Err(e) => Err(SendError::Failed(e.to_string())),
             },
             // Boxed for the same reason as `open`: HTTP/1 is the common case.
-            Conn::H2(sender) => Box::pin(self.send_h2(sender, head, body)).await,
+            Conn::H2(sender) => {
+                match Box::pin(tokio::time::timeout_at(deadline, self.send_h2(sender, head, body))).await {
+                    Ok(sent) => sent,
+                    Err(_) => Err(SendError::TimedOut),
+                }
+            }
         }
     }
 
