@@ -75,12 +75,12 @@ async fn probe(ep: &EndpointRuntime, spec: &HealthCheckSpec) -> bool {
     let timeout = Duration::from_millis(spec.timeout_ms);
     let deadline = Instant::now() + timeout;
     let attempt = async {
-        let conn = ep.pool.checkout(timeout).await.ok()?;
+        let conn = ep.pool.checkout(timeout, Instant::now()).await.ok()?;
         let mut headers = http::HeaderMap::new();
         headers.insert(header::HOST, http::HeaderValue::from_str(ep.pool.authority().as_str()).ok()?);
         headers.insert(header::USER_AGENT, http::HeaderValue::from_static("meridian-health-check"));
         let head = RequestHead { method: http::Method::GET, uri: spec.path.parse().ok()?, headers };
-        let resp = ep.pool.send(conn, &head, UpBody::Empty, deadline).await.ok()?;
+        let resp = ep.pool.send(conn, &head, UpBody::Empty, Instant::now(), deadline).await.ok()?;
         let ok = resp.status().is_success();
         // Drain the (small) body so the connection can be reused.
         let _ = match resp.into_body() {

@@ -89,16 +89,20 @@ impl H1Conn {
         matches!(self.rd.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Send `req` and read the response head, by `deadline`. The body streams from the
-    /// returned [`H1Body`], which hands the connection back to `pool` when the exchange ends
-    /// cleanly.
+    /// Send `req` (at `sent_at`) and read the response head, by `deadline`. The body streams
+    /// from the returned [`H1Body`], which hands the connection back to `pool` when the exchange
+    /// ends cleanly.
     pub async fn send(
-        mut self,
+        mut self: Box<Self>,
         head: &RequestHead,
         body: UpBody,
         pool: Arc<ConnPool>,
+        sent_at: Instant,
         deadline: Instant,
     ) -> Result<(Response<()>, H1Body), H1Error> {
+        // Idle time counts from the exchange's start: one clock reading fewer per request, and
+        // the idle checks only grow a little more careful.
+        self.idle_since = sent_at;
         let mut timer = self.timer.take();
         let outcome = {
             let mut exchange = std::pin::pin!(self.exchange(head, body));
@@ -409,7 +413,7 @@ pub(super) enum Decode {
 
 /// A response body read straight off an upstream connection.
 pub struct H1Body {
-    conn: Option<H1Conn>,
+    conn: Option<Box<H1Conn>>,
     state: Decode,
     reusable: bool,
     pool: Arc<ConnPool>,
@@ -417,7 +421,7 @@ pub struct H1Body {
 }
 
 impl H1Body {
-    fn new(conn: H1Conn, framing: Framing, reusable: bool, pool: Arc<ConnPool>) -> H1Body {
+    fn new(conn: Box<H1Conn>, framing: Framing, reusable: bool, pool: Arc<ConnPool>) -> H1Body {
         let (state, hint) = match framing {
             Framing::Empty => (Decode::Done, Some(0)),
             Framing::Length(n) => (Decode::Length(n), Some(n)),
@@ -437,7 +441,6 @@ impl H1Body {
         if let Some(mut conn) = self.conn.take() {
             if self.reusable && conn.buf.is_empty() {
                 conn.reused = true;
-                conn.idle_since = Instant::now();
                 self.pool.put_idle_h1(conn);
             }
         }

@@ -374,10 +374,12 @@ async fn read_head(
     .await
 }
 
-/// The server's shutdown signal as one future per connection (not one per wait).
+/// The server's shutdown signal, registered once per connection: a task's waker stays the
+/// same, so later waits only check the flag (polling the watch each time takes its lock).
 pub(crate) struct Stop {
     seen: watch::Receiver<bool>,
     changed: Pin<Box<dyn Future<Output = ()> + Send>>,
+    registered: Option<std::task::Waker>,
     fired: bool,
 }
 
@@ -389,6 +391,7 @@ impl Stop {
             changed: Box::pin(async move {
                 let _ = waiting.changed().await;
             }),
+            registered: None,
             fired: false,
         }
     }
@@ -399,14 +402,19 @@ impl Stop {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.fired && self.changed.as_mut().poll(cx).is_ready() {
+        if self.requested() {
             self.fired = true;
+            return Poll::Ready(());
         }
-        if self.fired {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+        if self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
         }
+        if self.changed.as_mut().poll(cx).is_ready() {
+            self.fired = true;
+            return Poll::Ready(());
+        }
+        self.registered = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 

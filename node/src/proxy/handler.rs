@@ -75,7 +75,8 @@ impl crate::proxy::h1_server::Service for DataPlane {
         req: Request<ClientBody>,
         peer: SocketAddr,
     ) -> impl std::future::Future<Output = Response<DownBody>> + Send + 'static + use<> {
-        handle(self.gw.clone(), req, peer, self.scheme)
+        // Not boxed: the connection's task holds it, and moves it only once, into place.
+        respond(self.gw.clone(), req, peer.ip(), self.scheme, None)
     }
 
     fn refuse(&self, status: http::StatusCode, why: &'static str) -> Response<DownBody> {
@@ -307,7 +308,10 @@ async fn proxy(
             Some(LocalOutcome::NoHealthyEndpoint),
         ))
     } else {
-        attempt_local(gw, &svc, &mut outgoing, facts, start, deadline, request_id).await
+        // The first attempt reuses `start` as its clock reading unless a request body was
+        // read (and maybe waited for) since.
+        let fresh = (!has_body).then_some(start);
+        attempt_local(gw, &svc, &mut outgoing, facts, start, fresh, deadline, request_id).await
     };
 
     // Failover: a request whose local attempts could not succeed goes once to a healthy region,
@@ -359,7 +363,7 @@ async fn proxy(
     }
     // Below the threshold but no other region could take it: the endpoints left here will do.
     let result = if skip_local && outgoing.has_body_in_hand() {
-        attempt_local(gw, &svc, &mut outgoing, facts, start, deadline, request_id).await
+        attempt_local(gw, &svc, &mut outgoing, facts, start, None, deadline, request_id).await
     } else {
         result
     };
@@ -457,6 +461,7 @@ async fn attempt_local(
     outgoing: &mut Outgoing,
     facts: RequestFacts,
     start: Instant,
+    mut fresh: Option<Instant>,
     deadline: Instant,
     request_id: &HeaderValue,
 ) -> Result<Served, LocalError> {
@@ -469,7 +474,7 @@ async fn attempt_local(
     let mut attempt = 0;
     while attempt < max_attempts {
         attempt += 1;
-        let now = Instant::now();
+        let now = fresh.take().unwrap_or_else(Instant::now);
         let Some(idx) = pick_endpoint(&svc.local, &tried, now) else {
             break;
         };
@@ -488,7 +493,7 @@ async fn attempt_local(
 
         // Connect first: a connect failure has sent nothing and is always safe to retry.
         let connect_by = deadline.min(now + gw.limits.connect_timeout);
-        let conn = match tokio::time::timeout_at(connect_by, ep.pool.checkout(remaining)).await {
+        let conn = match tokio::time::timeout_at(connect_by, ep.pool.checkout(remaining, now)).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
                 record(gw, svc, ep, AttemptOutcome::ConnectionFailure);
@@ -520,7 +525,7 @@ async fn attempt_local(
         // A fresh connection took time to open; a pooled one was ready at `now`.
         let sent_at = if conn.is_fresh() { Instant::now() } else { now };
         let per_try = svc.per_try_timeout.min(deadline.saturating_duration_since(sent_at));
-        match ep.pool.send(conn, &outgoing.head, body, sent_at + per_try).await {
+        match ep.pool.send(conn, &outgoing.head, body, sent_at, sent_at + per_try).await {
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_server_error() {

@@ -39,7 +39,10 @@ pub enum ConnectError {
 pub struct ConnPool {
     authority: Authority,
     protocol: UpstreamProtocol,
-    idle: Mutex<Vec<H1Conn>>,
+    // Boxed: a connection travels with every request (checkout, exchange, response body), and
+    // a pointer moves for free; kept boxed while idle so that costs no allocation per request.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<H1Conn>>>,
     shared_h2: Mutex<Option<http2::SendRequest<UpBody>>>,
 }
 
@@ -47,7 +50,7 @@ pub struct ConnPool {
 /// between the variants costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
 pub enum Conn {
-    H1(H1Conn),
+    H1(Box<H1Conn>),
     H2(http2::SendRequest<UpBody>),
 }
 
@@ -108,10 +111,11 @@ impl ConnPool {
     }
 
     /// A ready connection: a pooled one if any is usable, else a new one.
-    pub async fn checkout(&self, connect_timeout: Duration) -> Result<Conn, ConnectError> {
+    /// `now` is the caller's clock reading, for the idle checks.
+    pub async fn checkout(&self, connect_timeout: Duration, now: Instant) -> Result<Conn, ConnectError> {
         match self.protocol {
             UpstreamProtocol::Http1 => {
-                if let Some(conn) = self.take_idle() {
+                if let Some(conn) = self.take_idle(now) {
                     return Ok(Conn::H1(conn));
                 }
             }
@@ -132,7 +136,7 @@ impl ConnPool {
         match self.protocol {
             UpstreamProtocol::Http1 => {
                 let stream = self.connect(connect_timeout).await?;
-                Ok(Conn::H1(H1Conn::new(stream)))
+                Ok(Conn::H1(Box::new(H1Conn::new(stream))))
             }
             UpstreamProtocol::H2c => {
                 let stream = self.connect(connect_timeout).await?;
@@ -152,8 +156,7 @@ impl ConnPool {
         }
     }
 
-    fn take_idle(&self) -> Option<H1Conn> {
-        let now = Instant::now();
+    fn take_idle(&self, now: Instant) -> Option<Box<H1Conn>> {
         loop {
             // Newest first: the most recently used connection is the warmest.
             let mut conn = self.idle.lock().ok()?.pop()?;
@@ -167,7 +170,7 @@ impl ConnPool {
         }
     }
 
-    pub(crate) fn put_idle_h1(&self, conn: H1Conn) {
+    pub(crate) fn put_idle_h1(&self, conn: Box<H1Conn>) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < MAX_IDLE {
                 idle.push(conn);
@@ -190,10 +193,11 @@ impl ConnPool {
         conn: Conn,
         head: &RequestHead,
         body: UpBody,
+        sent_at: Instant,
         deadline: Instant,
     ) -> Result<http::Response<UpstreamBody>, SendError> {
         match conn {
-            Conn::H1(conn) => match conn.send(head, body, self.clone(), deadline).await {
+            Conn::H1(conn) => match H1Conn::send(conn, head, body, self.clone(), sent_at, deadline).await {
                 Ok((resp, body)) => Ok(resp.map(|()| UpstreamBody::H1(body))),
                 Err(H1Error::ClientBody(e)) => Err(SendError::ClientBody(e.to_string())),
                 Err(H1Error::TimedOut) => Err(SendError::TimedOut),
