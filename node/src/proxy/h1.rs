@@ -21,10 +21,11 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::body::{BoxError, UpBody};
 use super::pool::{ConnPool, RequestHead};
+use super::timer::KeptTimer;
 
 /// Largest upstream response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -48,8 +49,8 @@ pub struct H1Conn {
     /// closed by the upstream while idle).
     pub reused: bool,
     pub idle_since: Instant,
-    /// The per-try timeout, kept across exchanges: see [`expired`].
-    timer: Option<Pin<Box<Sleep>>>,
+    /// The per-try timeout, kept across exchanges.
+    timer: KeptTimer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +79,7 @@ impl H1Conn {
             out: BytesMut::with_capacity(1024),
             reused: false,
             idle_since: Instant::now(),
-            timer: None,
+            timer: KeptTimer::default(),
         }
     }
 
@@ -103,14 +104,14 @@ impl H1Conn {
         // Idle time counts from the exchange's start: one clock reading fewer per request, and
         // the idle checks only grow a little more careful.
         self.idle_since = sent_at;
-        let mut timer = self.timer.take();
+        let mut timer = std::mem::take(&mut self.timer);
         let outcome = {
             let mut exchange = std::pin::pin!(self.exchange(head, body));
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
                     return Poll::Ready(r);
                 }
-                ready!(expired(&mut timer, deadline, cx));
+                ready!(timer.poll_until(deadline, cx));
                 Poll::Ready(Err(H1Error::TimedOut))
             })
             .await
@@ -194,24 +195,6 @@ impl H1Conn {
                 });
             }
         }
-    }
-}
-
-/// Ready once `deadline` has passed. The timer lives with the connection and is moved only when
-/// it fires before the deadline it is checked against (it was set for an earlier exchange) or
-/// when a deadline comes earlier than the one it is set for: a busy connection touches the
-/// timer wheel about once per timeout, not once per exchange.
-fn expired(timer: &mut Option<Pin<Box<Sleep>>>, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
-    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-    if sleep.deadline() > deadline {
-        sleep.as_mut().reset(deadline);
-    }
-    loop {
-        ready!(sleep.as_mut().poll(cx));
-        if sleep.deadline() >= deadline {
-            return Poll::Ready(());
-        }
-        sleep.as_mut().reset(deadline);
     }
 }
 
@@ -344,7 +327,8 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>,
             *span = (offset(h.name.as_bytes()), h.name.len() as u32, offset(h.value), h.value.len() as u32);
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        // Room for the fields the proxy adds (node, region, request id).
+        let mut headers = HeaderMap::with_capacity(count + 4);
         for &(name_at, name_len, value_at, value_len) in spans.iter() {
             let (name_at, value_at) = (name_at as usize, value_at as usize);
             let raw_name = &head[name_at..name_at + name_len as usize];
@@ -694,28 +678,6 @@ mod tests {
         assert!(step_chunk_line(&mut buf, Decode::ChunkSize).is_err());
         let mut buf = BytesMut::from(&b"12"[..]);
         assert_eq!(step_chunk_line(&mut buf, Decode::ChunkSize).expect("ok"), None);
-    }
-
-    #[tokio::test]
-    async fn the_kept_timer_fires_at_each_exchanges_own_deadline() {
-        use std::future::poll_fn;
-        use std::time::Duration;
-        let mut timer = None;
-        let d1 = Instant::now() + Duration::from_millis(20);
-        poll_fn(|cx| expired(&mut timer, d1, cx)).await;
-        assert!(Instant::now() >= d1);
-        // The timer still holds the passed deadline: a later exchange waits for its own.
-        let d2 = Instant::now() + Duration::from_millis(40);
-        poll_fn(|cx| expired(&mut timer, d2, cx)).await;
-        assert!(Instant::now() >= d2, "fired at an earlier exchange's deadline");
-        // Set far out, then an exchange with a nearer deadline moves it in.
-        let far = Instant::now() + Duration::from_secs(30);
-        assert!(poll_fn(|cx| Poll::Ready(expired(&mut timer, far, cx))).await.is_pending());
-        let near = Instant::now() + Duration::from_millis(20);
-        tokio::time::timeout(Duration::from_secs(10), poll_fn(|cx| expired(&mut timer, near, cx)))
-            .await
-            .expect("the nearer deadline fired");
-        assert!(Instant::now() >= near);
     }
 
     #[test]

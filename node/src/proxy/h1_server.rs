@@ -32,10 +32,11 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::body::{BoxError, ClientBody, DownBody};
 use super::h1::{step_chunk_line, Decode};
+use super::timer::KeptTimer;
 
 /// Most header fields a request head may carry (hyper's default); more is answered with 431.
 pub const MAX_REQUEST_HEADERS: usize = 100;
@@ -167,7 +168,8 @@ pub async fn serve<S: Service>(
 ) -> Ended {
     let mut stop = Stop::new(shutdown);
     let mut out = BytesMut::with_capacity(1024);
-    let mut timer = HeadTimer { sleep: None, timeout: limits.header_read_timeout };
+    // The header read timeout: a head's deadline is the start of its wait plus the timeout.
+    let mut timer = KeptTimer::default();
     // The first head's time starts at accept.
     let mut first = Some(Instant::now());
     loop {
@@ -252,29 +254,6 @@ fn close(conn: &Conn) {
     let _ = socket2::SockRef::from(conn.write.as_ref()).shutdown(std::net::Shutdown::Write);
 }
 
-/// The header read timeout as one timer per connection. A head's deadline is its wait's start
-/// plus the timeout; the timer is only moved when it fires early (it was set for an earlier
-/// head), so a busy keep-alive connection does not touch the timer wheel per request.
-struct HeadTimer {
-    sleep: Option<Pin<Box<Sleep>>>,
-    timeout: Duration,
-}
-
-impl HeadTimer {
-    /// Ready once `since + timeout` has passed.
-    fn poll_expired(&mut self, since: Instant, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = since + self.timeout;
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        loop {
-            ready!(sleep.as_mut().poll(cx));
-            if sleep.deadline() >= deadline {
-                return Poll::Ready(());
-            }
-            sleep.as_mut().reset(deadline);
-        }
-    }
-}
-
 // Returned once per request and moved straight out: boxing it would cost an allocation each time.
 #[allow(clippy::large_enum_variant)]
 enum Head {
@@ -320,7 +299,7 @@ impl Refusal {
 async fn read_head(
     conn: &Arc<Conn>,
     limits: &Limits,
-    timer: &mut HeadTimer,
+    timer: &mut KeptTimer,
     stop: &mut Stop,
     mut since: Option<Instant>,
 ) -> Result<Head, Refusal> {
@@ -366,7 +345,7 @@ async fn read_head(
             return Poll::Ready(Ok(Head::Closed));
         }
         let started = *since.get_or_insert_with(Instant::now);
-        if timer.poll_expired(started, cx).is_ready() {
+        if timer.poll_until(started + limits.header_read_timeout, cx).is_ready() {
             return Poll::Ready(Err(Refusal::Timeout(!idle)));
         }
         return Poll::Pending;
@@ -462,7 +441,8 @@ fn parse_request(rd: &mut ReadState, max_head: usize) -> Result<Option<Parsed>, 
     let head = rd.buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| Refusal::Malformed("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for the fields the proxy adds (forwarding facts, request id, host).
+    let mut headers = HeaderMap::with_capacity(count + 5);
     for &(name_at, name_len, value_at, value_len) in spans.iter() {
         let (name_at, value_at) = (name_at as usize, value_at as usize);
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len as usize])

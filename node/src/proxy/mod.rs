@@ -7,3 +7,4 @@ pub mod handler;
 pub mod headers;
 pub mod inflight;
 pub mod pool;
+pub mod timer;
