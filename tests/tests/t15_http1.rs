@@ -149,6 +149,39 @@ fn expect_100_continue_is_answered_before_the_body_is_sent() {
 }
 
 #[test]
+fn expect_100_continue_refused_early_gets_only_the_final_answer() {
+    let (_dir, up, node) = node_with_upstream("t15-continue-refused", &["--max-body-bytes", "10"]);
+    let mut s = connect(node.http);
+    s.write_all(b"PUT /c HTTP/1.1\r\nhost: a\r\ncontent-length: 11\r\nexpect: 100-continue\r\n\r\n")
+        .expect("write");
+    let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+    assert!(
+        answer.starts_with(b"HTTP/1.1 413 "),
+        "no 100 Continue before a refusal: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(closed.is_some(), "the body may still come: the connection must close");
+    assert_eq!(up.requests(), 0);
+}
+
+#[test]
+fn a_client_that_hangs_up_cancels_its_request() {
+    let dir = TempDir::new("t15-hangup");
+    let up = Upstream::start("u", dir.path());
+    let table = simple_table("us", &[up.url()], serde_json::json!({ "timeout_ms": 20000 }));
+    let node = Node::with_table("n1", "us", &table, &[], &dir);
+    phase("a request the upstream answers after 8 s; the client hangs up after 300 ms");
+    let mut s = connect(node.http);
+    s.write_all(b"GET /slow?delay_ms=8000 HTTP/1.1\r\nhost: a\r\n\r\n").expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.metric("meridian_in_flight"), 1.0, "the request is in flight");
+    drop(s);
+    phase("its in-flight slot is freed long before the upstream would have answered");
+    eventually(Duration::from_secs(4), || node.metric("meridian_in_flight") == 0.0, "request cancelled");
+    assert!(!node.panicked(), "{}", node.proc.stderr());
+}
+
+#[test]
 fn chunked_bodies_stream_both_ways() {
     let (_dir, _up, node) = node_with_upstream("t15-chunked", &[]);
     phase("a chunked upload in three writes reaches the upstream whole");
@@ -176,14 +209,17 @@ fn chunked_bodies_stream_both_ways() {
     s.write_all(b"GET /next HTTP/1.1\r\nhost: a\r\n\r\n").expect("write");
     assert_eq!(read_responses(&mut s, 1).remove(0).json()["path"], "/next");
 
-    phase("a broken chunk size ends the request with 400 and the connection");
-    let mut s = connect(node.http);
-    s.write_all(b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
-        .expect("write");
-    let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(5));
-    assert!(closed.is_some(), "the connection stayed open after a broken body");
-    let r = parse_response(&answer).expect("an answer");
-    assert_eq!(r.status, 400, "{}", r.text());
+    phase("broken or ambiguous chunk lines end the request with 400 and the connection");
+    for body in [&b"zz\r\nhello\r\n0\r\n\r\n"[..], b"2;\nxx\r\n0\r\n\r\n", b"+5\r\nhello\r\n0\r\n\r\n"] {
+        let mut s = connect(node.http);
+        s.write_all(b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n").expect("write");
+        s.write_all(body).expect("write");
+        let (answer, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+        let what = String::from_utf8_lossy(body);
+        assert!(closed.is_some(), "{what:?}: the connection stayed open after a broken body");
+        let r = parse_response(&answer).expect("an answer");
+        assert_eq!(r.status, 400, "{what:?}: {}", r.text());
+    }
 }
 
 #[test]

@@ -425,6 +425,7 @@ impl H1Body {
         if let Some(mut conn) = self.conn.take() {
             if self.reusable && conn.buf.is_empty() {
                 conn.reused = true;
+                conn.timer.forget_waker();
                 self.pool.put_idle_h1(conn);
             }
         }
@@ -544,23 +545,43 @@ impl Body for H1Body {
 }
 
 /// Advance the chunked decoder over one line-shaped element; `Ok(None)` when more bytes are needed.
+/// Strict (RFC 9112 §7.1): hex digits only in the size, no bare CR or LF anywhere, extensions of
+/// visible characters, trailers as field lines. Every leniency here is a way to make a proxy and
+/// the server behind it (or in front of it) read a body two ways.
 pub(super) fn step_chunk_line(buf: &mut BytesMut, state: Decode) -> Result<Option<Decode>, io::Error> {
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunked encoding: {m}"));
     let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+        if buf.contains(&b'\n') {
+            return Err(bad("bare LF"));
+        }
         if buf.len() > 4096 {
             return Err(bad("line too long"));
         }
         return Ok(None);
     };
+    if eol > 4096 {
+        return Err(bad("line too long"));
+    }
+    if buf[..eol].iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err(bad("bare CR or LF"));
+    }
     let line = buf.split_to(eol + 2);
     let line = &line[..eol];
     match state {
         Decode::ChunkSize => {
-            let hex = line.split(|&b| b == b';').next().unwrap_or(b"");
-            let hex = std::str::from_utf8(hex).map_err(|_| bad("size"))?.trim();
-            if hex.is_empty() || hex.len() > 15 {
+            let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+            if digits == 0 || digits > 15 {
                 return Err(bad("size"));
             }
+            let rest = &line[digits..];
+            let ext = &rest[rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count()..];
+            if !ext.is_empty() && ext[0] != b';' {
+                return Err(bad("size"));
+            }
+            if ext.iter().any(|&b| b != b'\t' && !(0x20..0x7f).contains(&b)) {
+                return Err(bad("extension"));
+            }
+            let hex = std::str::from_utf8(&line[..digits]).map_err(|_| bad("size"))?;
             let size = u64::from_str_radix(hex, 16).map_err(|_| bad("size"))?;
             Ok(Some(if size == 0 { Decode::Trailers } else { Decode::ChunkData(size) }))
         }
@@ -571,8 +592,18 @@ pub(super) fn step_chunk_line(buf: &mut BytesMut, state: Decode) -> Result<Optio
                 Err(bad("missing CRLF after chunk"))
             }
         }
-        // Trailers are dropped: the client-facing side does not forward them.
-        _ => Ok(Some(if line.is_empty() { Decode::Done } else { Decode::Trailers })),
+        // Trailers are checked, then dropped: neither side forwards them.
+        _ => {
+            if line.is_empty() {
+                return Ok(Some(Decode::Done));
+            }
+            let colon = line.iter().position(|&b| b == b':').ok_or_else(|| bad("trailer"))?;
+            let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+            if colon == 0 || !line[..colon].iter().all(tchar) {
+                return Err(bad("trailer"));
+            }
+            Ok(Some(Decode::Trailers))
+        }
     }
 }
 
@@ -678,6 +709,34 @@ mod tests {
         assert!(step_chunk_line(&mut buf, Decode::ChunkSize).is_err());
         let mut buf = BytesMut::from(&b"12"[..]);
         assert_eq!(step_chunk_line(&mut buf, Decode::ChunkSize).expect("ok"), None);
+        let mut buf = BytesMut::from(&b"5 ;a=b\r\n"[..]);
+        assert_eq!(step_chunk_line(&mut buf, Decode::ChunkSize).expect("ok"), Some(Decode::ChunkData(5)));
+        // Each of these reads differently in some other HTTP implementation: all are refused.
+        for raw in [
+            &b"+5\r\n"[..],
+            b" 5\r\n",
+            b"5 x\r\n",
+            b"0x5\r\n",
+            b"2;\nxx\r\n",
+            b"2;a\rb\r\n",
+            b"5\n",
+            b"2;\x01\r\n",
+        ] {
+            let mut buf = BytesMut::from(raw);
+            assert!(
+                step_chunk_line(&mut buf, Decode::ChunkSize).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        for raw in [&b"no colon\r\n"[..], b": v\r\n", b"bad name: v\r\n"] {
+            let mut buf = BytesMut::from(raw);
+            assert!(
+                step_chunk_line(&mut buf, Decode::Trailers).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 
     #[test]

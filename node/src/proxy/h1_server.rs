@@ -191,8 +191,19 @@ pub async fn serve<S: Service>(
         };
         let Parsed { req, keep_alive, is_head } = head;
         let version = req.version();
-        let resp = svc.call(req, peer).await;
+        let Some(resp) = answer_or_gone(&conn, pin!(svc.call(req, peer)), limits.max_header_bytes).await
+        else {
+            tracing::debug!(%peer, "client closed the connection before its answer; request cancelled");
+            break;
+        };
         let keep = keep_alive && !stop.requested() && body_settled(&conn);
+        // A `100 Continue` begun must be finished before the answer, and none may follow it.
+        let owed = conn.lock().continue_owed.take();
+        if let Some(sent) = owed.filter(|&n| n > 0 && n < CONTINUE.len()) {
+            if write_all(conn.write.as_ref(), &CONTINUE[sent..]).await.is_err() {
+                break;
+            }
+        }
         match write_response(&conn, &mut out, resp, is_head, version, keep).await {
             Ok(true) => {}
             Ok(false) => break,
@@ -207,6 +218,35 @@ pub async fn serve<S: Service>(
     }
     close(&conn);
     Ended::Closed
+}
+
+/// Await the service's answer while watching the client: one that closes its connection before
+/// the answer (with its request read whole) cancels the request, as under hyper, so an abandoned
+/// request does not hold its upstream exchange and in-flight slot to the end. Bytes of a next,
+/// pipelined request are kept for later, up to `cap`.
+async fn answer_or_gone<F: Future<Output = Response<DownBody>>>(
+    conn: &Conn,
+    mut answer: Pin<&mut F>,
+    cap: usize,
+) -> Option<Response<DownBody>> {
+    poll_fn(|cx| {
+        if let Poll::Ready(resp) = answer.as_mut().poll(cx) {
+            return Poll::Ready(Some(resp));
+        }
+        let mut rd = conn.lock();
+        let ReadSide { half, st } = &mut *rd;
+        // While the body is still being read, its reader sees a close itself.
+        while st.body == Decode::Done && st.buf.len() < cap {
+            st.buf.reserve(1024);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *half), cx, &mut st.buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Whether the connection can carry another request once this response is out: the request's
@@ -388,11 +428,13 @@ impl Stop {
         if self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             return Poll::Pending;
         }
+        // Out of budget, the watch answers `Pending` without registering (see `KeptTimer`).
+        let registers = tokio::task::coop::has_budget_remaining();
         if self.changed.as_mut().poll(cx).is_ready() {
             self.fired = true;
             return Poll::Ready(());
         }
-        self.registered = Some(cx.waker().clone());
+        self.registered = registers.then(|| cx.waker().clone());
         Poll::Pending
     }
 }
@@ -825,7 +867,7 @@ fn encode_head(
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");
-    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     // A HEAD or 304 answer keeps the length the full answer would have.
     let keep_length = is_head || status == StatusCode::NOT_MODIFIED;

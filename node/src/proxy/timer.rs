@@ -36,9 +36,12 @@ impl KeptTimer {
             if !sleep.is_elapsed() && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 return Poll::Pending;
             }
+            // With the task's budget used up, `Sleep` answers `Pending` without registering
+            // anything; only a poll made with budget left is known to have registered the waker.
+            let registers = tokio::task::coop::has_budget_remaining();
             match sleep.as_mut().poll(cx) {
                 Poll::Pending => {
-                    self.waker = Some(cx.waker().clone());
+                    self.waker = registers.then(|| cx.waker().clone());
                     return Poll::Pending;
                 }
                 Poll::Ready(()) if sleep.deadline() >= deadline => return Poll::Ready(()),
@@ -48,6 +51,12 @@ impl KeptTimer {
                 }
             }
         }
+    }
+
+    /// Let go of the last waiting task's waker (it keeps that task's memory alive), for a
+    /// connection going idle. The sleep re-registers on its next wait.
+    pub fn forget_waker(&mut self) {
+        self.waker = None;
     }
 }
 
@@ -76,6 +85,33 @@ mod tests {
             .await
             .expect("the nearer deadline fired");
         assert!(Instant::now() >= near);
+    }
+
+    #[tokio::test]
+    async fn a_wait_begun_out_of_budget_still_fires() {
+        // The first wait happens with the task's cooperative budget used up: the sleep cannot
+        // register then, and the timer must not act as if it had.
+        let mut timer = KeptTimer::default();
+        let deadline = Instant::now() + Duration::from_millis(30);
+        let mut first = true;
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            poll_fn(|cx| {
+                if std::mem::take(&mut first) {
+                    loop {
+                        let mut spend = std::pin::pin!(tokio::task::coop::consume_budget());
+                        if spend.as_mut().poll(cx).is_pending() {
+                            break;
+                        }
+                    }
+                    assert!(!tokio::task::coop::has_budget_remaining());
+                }
+                timer.poll_until(deadline, cx)
+            }),
+        )
+        .await
+        .expect("the deadline fired although the first wait had no budget");
+        assert!(Instant::now() >= deadline);
     }
 
     #[tokio::test]
