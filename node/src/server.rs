@@ -105,20 +105,7 @@ pub async fn serve_with<S, H, Fut, B>(
     let builder = if limits.allow_h2 { builder } else { builder.http1_only() };
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(plane, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = accept(&listener, shutdown.as_mut(), plane).await {
         let handler = handler.clone();
         let svc = service_fn(move |req| {
             let fut = handler(req, peer);
@@ -171,19 +158,7 @@ pub async fn serve_data<S: h1_server::Service>(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(plane, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = accept(&listener, shutdown.as_mut(), plane).await {
         let svc = svc.clone();
         let stop = stop_rx.clone();
         let watcher = graceful.watcher();
@@ -195,7 +170,7 @@ pub async fn serve_data<S: h1_server::Service>(
                 return;
             };
             let Some((stream, preface)) = conn.into_parts() else { return };
-            let io = TokioIo::new(Prefixed { pre: preface, io: stream });
+            let io = TokioIo::new(PrefaceDeadline::replaying(preface, stream));
             let svc = service_fn(move |req: Request<Incoming>| {
                 let fut = h1_server::Service::call(&svc, req.map(|inner| ClientBody::Http { inner }), peer);
                 async move { Ok::<_, Infallible>(fut.await) }
@@ -217,64 +192,27 @@ pub async fn serve_data<S: h1_server::Service>(
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A stream with bytes already read off it put back in front.
-    struct Prefixed<T> {
-        pre: bytes::Bytes,
-        #[pin]
-        io: T,
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for Prefixed<T> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.project();
-        if !this.pre.is_empty() {
-            let n = this.pre.len().min(buf.remaining());
-            buf.put_slice(&this.pre.split_to(n));
-            return std::task::Poll::Ready(Ok(()));
+/// The next connection (with `TCP_NODELAY` set), or `None` once `shutdown` resolves.
+async fn accept(
+    listener: &TcpListener,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    plane: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(plane, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut shutdown => return None,
         }
-        this.io.poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for Prefixed<T> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
     }
 }
 
@@ -283,20 +221,33 @@ impl<T: AsyncWrite> AsyncWrite for Prefixed<T> {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 pin_project_lite::pin_project! {
-    /// Closes a connection whose client has not said enough to pick a protocol in time (nothing
-    /// at all, or a stalled prefix of the HTTP/2 preface). Disarmed after that, so it costs one
-    /// branch per read for the rest of the connection.
+    /// The start of a connection handed to hyper. Closes a connection whose client has not said
+    /// enough to pick a protocol in time (nothing at all, or a stalled prefix of the HTTP/2
+    /// preface), and disarms after that, so it costs one branch per read for the rest of the
+    /// connection. Or, for a connection whose protocol was already picked from its first bytes,
+    /// gives those bytes back first.
     pub struct PrefaceDeadline<T> {
         #[pin]
         io: T,
         seen: usize,
         deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+        replay: bytes::Bytes,
     }
 }
 
 impl<T> PrefaceDeadline<T> {
     pub fn new(io: T, timeout: Duration) -> PrefaceDeadline<T> {
-        PrefaceDeadline { io, seen: 0, deadline: Some(Box::pin(tokio::time::sleep(timeout))) }
+        PrefaceDeadline {
+            io,
+            seen: 0,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            replay: bytes::Bytes::new(),
+        }
+    }
+
+    /// No deadline; `read` (already taken off `io`) is read again first.
+    pub fn replaying(read: bytes::Bytes, io: T) -> PrefaceDeadline<T> {
+        PrefaceDeadline { io, seen: 0, deadline: None, replay: read }
     }
 }
 
@@ -308,6 +259,11 @@ impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for PrefaceDeadline<T> {
     ) -> std::task::Poll<std::io::Result<()>> {
         use std::task::Poll;
         let this = self.project();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let Some(deadline) = this.deadline.as_mut() else {
             return this.io.poll_read(cx, buf);
         };

@@ -309,36 +309,16 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>,
             continue;
         }
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-        // Header values share the head's buffer rather than being copied one by one. Their
-        // offsets are noted on the stack (the head is at most MAX_HEAD bytes) while `parsed`
-        // borrows the buffer, and the values are cut once it is frozen.
-        let count = parsed.headers.len();
-        let mut small = [(0u32, 0u32, 0u32, 0u32); 24];
-        let mut large = Vec::new();
-        let spans: &mut [(u32, u32, u32, u32)] = if count <= small.len() {
-            &mut small[..count]
-        } else {
-            large.resize(count, (0, 0, 0, 0));
-            &mut large
-        };
-        let base = buf.as_ptr() as usize;
-        for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-            let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
-            *span = (offset(h.name.as_bytes()), h.name.len() as u32, offset(h.value), h.value.len() as u32);
-        }
+        let mut spans = HeadSpans::new();
+        spans.note(parsed.headers, buf.as_ptr());
         let head = buf.split_to(len).freeze();
         // Room for the fields the proxy adds (node, region, request id).
-        let mut headers = HeaderMap::with_capacity(count + 4);
-        for &(name_at, name_len, value_at, value_len) in spans.iter() {
-            let (name_at, value_at) = (name_at as usize, value_at as usize);
-            let raw_name = &head[name_at..name_at + name_len as usize];
-            let name = HeaderName::from_bytes(raw_name).map_err(|_| {
-                H1Error::Protocol(format!("bad header name {:?}", String::from_utf8_lossy(raw_name)))
-            })?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len as usize))
-                .map_err(|_| H1Error::Protocol(format!("bad value for header {name}")))?;
-            headers.append(name, value);
-        }
+        let headers = spans.cut(&head, 4).map_err(|fault| {
+            H1Error::Protocol(match fault {
+                HeadFault::Name(raw) => format!("bad header name {:?}", String::from_utf8_lossy(&raw)),
+                HeadFault::Value(name) => format!("bad value for header {name}"),
+            })
+        })?;
         let framing = framing(status, is_head, &headers)?;
         let keep_alive = version == Version::HTTP_11
             && framing != Framing::UntilClose
@@ -350,6 +330,61 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>,
         *resp.version_mut() = version;
         *resp.headers_mut() = headers;
         return Ok(Some((resp, framing, keep_alive)));
+    }
+}
+
+/// Where a parsed head's fields lie in its buffer. Header values then share the head's buffer
+/// rather than being copied one by one: their offsets are noted (on the stack for the usual few
+/// fields) while httparse's result borrows the buffer, and the values are cut once it is frozen.
+/// Heads are bounded well below 4 GiB, so offsets fit in `u32`.
+pub(super) struct HeadSpans {
+    small: [(u32, u32, u32, u32); 24],
+    large: Vec<(u32, u32, u32, u32)>,
+    count: usize,
+}
+
+pub(super) enum HeadFault {
+    Name(Vec<u8>),
+    Value(HeaderName),
+}
+
+impl HeadSpans {
+    pub(super) fn new() -> HeadSpans {
+        HeadSpans { small: [(0, 0, 0, 0); 24], large: Vec::new(), count: 0 }
+    }
+
+    /// Note the fields of a head parsed from the buffer starting at `base`.
+    pub(super) fn note(&mut self, fields: &[httparse::Header<'_>], base: *const u8) {
+        let base = base as usize;
+        let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        self.count = fields.len();
+        let spans: &mut [(u32, u32, u32, u32)] = if fields.len() <= self.small.len() {
+            &mut self.small[..fields.len()]
+        } else {
+            self.large.resize(fields.len(), (0, 0, 0, 0));
+            &mut self.large
+        };
+        for (span, h) in spans.iter_mut().zip(fields) {
+            *span = (offset(h.name.as_bytes()), h.name.len() as u32, offset(h.value), h.value.len() as u32);
+        }
+    }
+
+    /// The fields as a header map over `head` (the frozen buffer), with room for `extra` more.
+    pub(super) fn cut(&self, head: &Bytes, extra: usize) -> Result<HeaderMap, HeadFault> {
+        let spans = if self.count <= self.small.len() { &self.small[..self.count] } else { &self.large[..] };
+        let mut headers = HeaderMap::with_capacity(self.count + extra);
+        for &(name_at, name_len, value_at, value_len) in spans {
+            let (name_at, value_at) = (name_at as usize, value_at as usize);
+            let raw_name = &head[name_at..name_at + name_len as usize];
+            let name = HeaderName::from_bytes(raw_name).map_err(|_| HeadFault::Name(raw_name.to_vec()))?;
+            let Ok(value) =
+                HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len as usize))
+            else {
+                return Err(HeadFault::Value(name));
+            };
+            headers.append(name, value);
+        }
+        Ok(headers)
     }
 }
 

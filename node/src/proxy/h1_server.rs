@@ -26,7 +26,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::body::{BoxError, ClientBody, DownBody};
-use super::h1::{step_chunk_line, Decode};
+use super::h1::{step_chunk_line, Decode, HeadFault, HeadSpans};
 use super::timer::KeptTimer;
 
 /// Most header fields a request head may carry (hyper's default); more is answered with 431.
@@ -457,42 +457,20 @@ fn parse_request(rd: &mut ReadState, max_head: usize) -> Result<Option<Parsed>, 
     let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes())
         .map_err(|_| Refusal::Malformed("invalid request method"))?;
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    // Offsets into the head, noted while `parsed` borrows the buffer; the target and the values
-    // are then cut from the frozen head without copying.
-    let base = rd.buf.as_ptr() as usize;
-    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    // The target and the fields are cut from the frozen head without copying.
     let path = parsed.path.unwrap_or("");
-    let target = (offset(path.as_bytes()), path.len());
-    let count = parsed.headers.len();
-    let mut small = [(0u32, 0u32, 0u32, 0u32); 24];
-    let mut large = Vec::new();
-    let spans: &mut [(u32, u32, u32, u32)] = if count <= small.len() {
-        &mut small[..count]
-    } else {
-        large.resize(count, (0, 0, 0, 0));
-        &mut large
-    };
-    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-        *span = (
-            offset(h.name.as_bytes()) as u32,
-            h.name.len() as u32,
-            offset(h.value) as u32,
-            h.value.len() as u32,
-        );
-    }
+    let target_at = path.as_ptr() as usize - rd.buf.as_ptr() as usize;
+    let target = target_at..target_at + path.len();
+    let mut spans = HeadSpans::new();
+    spans.note(parsed.headers, rd.buf.as_ptr());
     let head = rd.buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
+    let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| Refusal::Malformed("invalid request target"))?;
     // Room for the fields the proxy adds (forwarding facts, request id, host).
-    let mut headers = HeaderMap::with_capacity(count + 5);
-    for &(name_at, name_len, value_at, value_len) in spans.iter() {
-        let (name_at, value_at) = (name_at as usize, value_at as usize);
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len as usize])
-            .map_err(|_| Refusal::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len as usize))
-            .map_err(|_| Refusal::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
+    let headers = spans.cut(&head, 5).map_err(|fault| match fault {
+        HeadFault::Name(_) => Refusal::Malformed("invalid header name"),
+        HeadFault::Value(_) => Refusal::Malformed("invalid header value"),
+    })?;
     let body = request_framing(version, &headers)?;
     let keep_alive = match version {
         Version::HTTP_11 => !has_token(&headers, "close"),
@@ -999,6 +977,7 @@ mod date {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{HeaderName, HeaderValue};
 
     fn side(raw: &[u8]) -> ReadState {
         ReadState {
