@@ -322,9 +322,7 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>,
         let framing = framing(status, is_head, &headers)?;
         let keep_alive = version == Version::HTTP_11
             && framing != Framing::UntilClose
-            && !headers.get_all(header::CONNECTION).iter().any(|v| {
-                v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
-            });
+            && !super::headers::connection_has(&headers, "close");
         let mut resp = Response::new(());
         *resp.status_mut() = status;
         *resp.version_mut() = version;
@@ -392,9 +390,8 @@ fn framing(status: StatusCode, is_head: bool, headers: &HeaderMap) -> Result<Fra
     if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
-    if let Some(te) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
-        let last = te.to_str().unwrap_or("").rsplit(',').next().unwrap_or("").trim();
-        return Ok(if last.eq_ignore_ascii_case("chunked") { Framing::Chunked } else { Framing::UntilClose });
+    if let Some(chunked) = super::headers::chunked_last(headers) {
+        return Ok(if chunked { Framing::Chunked } else { Framing::UntilClose });
     }
     let mut length = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {

@@ -473,8 +473,11 @@ fn parse_request(rd: &mut ReadState, max_head: usize) -> Result<Option<Parsed>, 
     })?;
     let body = request_framing(version, &headers)?;
     let keep_alive = match version {
-        Version::HTTP_11 => !has_token(&headers, "close"),
-        _ => has_token(&headers, "keep-alive") && !has_token(&headers, "close"),
+        Version::HTTP_11 => !super::headers::connection_has(&headers, "close"),
+        _ => {
+            super::headers::connection_has(&headers, "keep-alive")
+                && !super::headers::connection_has(&headers, "close")
+        }
     };
     rd.continue_owed = (version == Version::HTTP_11
         && body != Decode::Done
@@ -502,14 +505,6 @@ fn parse_error(e: httparse::Error) -> &'static str {
     }
 }
 
-/// Whether a `connection` field lists `token`.
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
-}
-
 /// How a request's body is delimited (RFC 9112 §6.3), refusing every ambiguous case: a
 /// request that could be read two ways is how requests are smuggled past a proxy.
 fn request_framing(version: Version, headers: &HeaderMap) -> Result<Decode, Refusal> {
@@ -520,15 +515,7 @@ fn request_framing(version: Version, headers: &HeaderMap) -> Result<Decode, Refu
         if headers.contains_key(header::CONTENT_LENGTH) {
             return Err(Refusal::Malformed("both content-length and transfer-encoding"));
         }
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.rsplit(',').next())
-            .map(str::trim)
-            .unwrap_or("");
-        if !last.eq_ignore_ascii_case("chunked") {
+        if super::headers::chunked_last(headers) != Some(true) {
             return Err(Refusal::Malformed("transfer-encoding must end with chunked"));
         }
         return Ok(Decode::ChunkSize);

@@ -143,6 +143,22 @@ fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> usize {
     }
 }
 
+/// Whether a `connection` field lists `token`.
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
+}
+
+/// For a message with `transfer-encoding`, whether its last coding is `chunked` (RFC 9112 §6.3);
+/// `None` without the field.
+pub fn chunked_last(headers: &HeaderMap) -> Option<bool> {
+    let te = headers.get_all(header::TRANSFER_ENCODING).iter().next_back()?;
+    let last = te.to_str().ok().and_then(|s| s.rsplit(',').next()).map_or("", str::trim);
+    Some(last.eq_ignore_ascii_case("chunked"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
