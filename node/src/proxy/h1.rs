@@ -312,23 +312,56 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>,
         let mut spans = HeadSpans::new();
         spans.note(parsed.headers, buf.as_ptr());
         let head = buf.split_to(len).freeze();
-        // Room for the fields the proxy adds (node, region, request id).
-        let headers = spans.cut(&head, 4).map_err(|fault| {
+        // Framing and persistence come from the raw fields, and the hop-by-hop fields are left
+        // out of the map as it is built: no lookups in it, no removals from it later.
+        let facts = spans.facts(&head);
+        let framing = framing(status, is_head, &facts)?;
+        let keep_alive = version == Version::HTTP_11 && framing != Framing::UntilClose && !facts.close;
+        let fault = |fault| {
             H1Error::Protocol(match fault {
                 HeadFault::Name(raw) => format!("bad header name {:?}", String::from_utf8_lossy(&raw)),
                 HeadFault::Value(name) => format!("bad value for header {name}"),
             })
-        })?;
-        let framing = framing(status, is_head, &headers)?;
-        let keep_alive = version == Version::HTTP_11
-            && framing != Framing::UntilClose
-            && !super::headers::connection_has(&headers, "close");
+        };
+        // Room for the fields the proxy adds (node, region, request id).
+        let headers = if facts.names_others {
+            // `connection` names further fields to drop: the general (rare) path.
+            let mut headers = spans.cut(&head, 4, false).map_err(fault)?;
+            super::headers::strip_hop_by_hop(&mut headers);
+            headers
+        } else {
+            spans.cut(&head, 4, true).map_err(fault)?
+        };
         let mut resp = Response::new(());
         *resp.status_mut() = status;
         *resp.version_mut() = version;
         *resp.headers_mut() = headers;
         return Ok(Some((resp, framing, keep_alive)));
     }
+}
+
+/// What a head's framing and connection fields say, read from the raw fields (RFC 9112 §6,
+/// §9.6): the same reading as the header-map helpers in `headers.rs`.
+#[derive(Debug)]
+pub(super) struct RawFacts {
+    /// Whether the last transfer coding of the last `transfer-encoding` field is chunked;
+    /// `None` without the field.
+    chunked_last: Option<bool>,
+    /// The `content-length` value, if any; `Err` when a value is invalid or two disagree.
+    length: Result<Option<u64>, &'static str>,
+    /// `connection: close`.
+    close: bool,
+    /// `connection` names a field other than `close` and `keep-alive`.
+    names_others: bool,
+}
+
+/// A field value as `HeaderValue::to_str` would accept it: visible ASCII, space and tab.
+fn as_text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 /// Where a parsed head's fields lie in its buffer. Header values then share the head's buffer
@@ -367,14 +400,56 @@ impl HeadSpans {
         }
     }
 
-    /// The fields as a header map over `head` (the frozen buffer), with room for `extra` more.
-    pub(super) fn cut(&self, head: &Bytes, extra: usize) -> Result<HeaderMap, HeadFault> {
-        let spans = if self.count <= self.small.len() { &self.small[..self.count] } else { &self.large[..] };
+    fn spans(&self) -> &[(u32, u32, u32, u32)] {
+        if self.count <= self.small.len() {
+            &self.small[..self.count]
+        } else {
+            &self.large[..]
+        }
+    }
+
+    /// Read the framing and connection fields of the head in `head` (the buffer noted).
+    pub(super) fn facts(&self, head: &[u8]) -> RawFacts {
+        let mut facts = RawFacts { chunked_last: None, length: Ok(None), close: false, names_others: false };
+        for &(name_at, name_len, value_at, value_len) in self.spans() {
+            let name = &head[name_at as usize..(name_at + name_len) as usize];
+            let value = &head[value_at as usize..(value_at + value_len) as usize];
+            if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                let last = as_text(value).and_then(|s| s.rsplit(',').next()).map_or("", str::trim);
+                facts.chunked_last = Some(last.eq_ignore_ascii_case("chunked"));
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                let n = as_text(value).and_then(|s| s.trim().parse::<u64>().ok());
+                facts.length = match (facts.length, n) {
+                    (Err(e), _) => Err(e),
+                    (_, None) => Err("invalid content-length"),
+                    (Ok(Some(l)), Some(n)) if l != n => Err("conflicting content-length values"),
+                    (_, Some(n)) => Ok(Some(n)),
+                };
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for token in as_text(value).into_iter().flat_map(|s| s.split(',')).map(str::trim) {
+                    if token.eq_ignore_ascii_case("close") {
+                        facts.close = true;
+                    } else if !token.eq_ignore_ascii_case("keep-alive") && !token.is_empty() {
+                        facts.names_others = true;
+                    }
+                }
+            }
+        }
+        facts
+    }
+
+    /// The fields as a header map over `head` (the frozen buffer), with room for `extra` more;
+    /// without the hop-by-hop fields when `strip` is set.
+    pub(super) fn cut(&self, head: &Bytes, extra: usize, strip: bool) -> Result<HeaderMap, HeadFault> {
+        let spans = self.spans();
         let mut headers = HeaderMap::with_capacity(self.count + extra);
         for &(name_at, name_len, value_at, value_len) in spans {
             let (name_at, value_at) = (name_at as usize, value_at as usize);
             let raw_name = &head[name_at..name_at + name_len as usize];
             let name = HeaderName::from_bytes(raw_name).map_err(|_| HeadFault::Name(raw_name.to_vec()))?;
+            if strip && super::headers::is_hop_by_hop(&name) {
+                continue;
+            }
             let Ok(value) =
                 HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len as usize))
             else {
@@ -386,26 +461,14 @@ impl HeadSpans {
     }
 }
 
-fn framing(status: StatusCode, is_head: bool, headers: &HeaderMap) -> Result<Framing, H1Error> {
+fn framing(status: StatusCode, is_head: bool, facts: &RawFacts) -> Result<Framing, H1Error> {
     if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
-    if let Some(chunked) = super::headers::chunked_last(headers) {
+    if let Some(chunked) = facts.chunked_last {
         return Ok(if chunked { Framing::Chunked } else { Framing::UntilClose });
     }
-    let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        let n: u64 = v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| H1Error::Protocol("invalid content-length".into()))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(H1Error::Protocol("conflicting content-length values".into()));
-        }
-        length = Some(n);
-    }
-    Ok(match length {
+    Ok(match facts.length.map_err(|e| H1Error::Protocol(e.into()))? {
         Some(0) => Framing::Empty,
         Some(n) => Framing::Length(n),
         None => Framing::UntilClose,
@@ -670,6 +733,31 @@ mod tests {
         assert!(!k);
         let (_, _, k, _) = parse(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false);
         assert!(!k, "HTTP/1.0 connections are not reused");
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_left_out_of_the_parsed_response() {
+        let (r, f, k, _) = parse(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-a: 1\r\ncontent-length: 2\r\n\r\nok",
+            false,
+        );
+        assert_eq!((f, k), (Framing::Length(2), true));
+        let names: Vec<&str> = r.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-a", "content-length"]);
+        // A field named by `connection` goes too, wherever it stands; `close` ends reuse.
+        let (r, _, k, _) = parse(
+            b"HTTP/1.1 200 OK\r\nx-secret: 1\r\nConnection: x-secret, Close\r\nx-b: 2\r\ncontent-length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!k);
+        // Removals from a header map may reorder it.
+        let mut names: Vec<&str> = r.headers().keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "x-b"]);
+        // A `transfer-encoding` that does not end in chunked reads to the close, and is not kept.
+        let (r, f, k, _) = parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n", false);
+        assert_eq!((f, k), (Framing::UntilClose, false));
+        assert!(r.headers().is_empty());
     }
 
     #[test]

@@ -467,7 +467,7 @@ fn parse_request(rd: &mut ReadState, max_head: usize) -> Result<Option<Parsed>, 
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| Refusal::Malformed("invalid request target"))?;
     // Room for the fields the proxy adds (forwarding facts, request id, host).
-    let headers = spans.cut(&head, 5).map_err(|fault| match fault {
+    let headers = spans.cut(&head, 5, false).map_err(|fault| match fault {
         HeadFault::Name(_) => Refusal::Malformed("invalid header name"),
         HeadFault::Value(_) => Refusal::Malformed("invalid header value"),
     })?;

@@ -23,6 +23,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is a hop-by-hop field of its own (not counting those `connection` names).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Remove hop-by-hop headers, including any the `connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names present, then a hashed removal only for those found: most
@@ -100,12 +105,25 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, schem
     let mut buf = [0u8; 64];
     let len = format_ip(client_ip, &mut buf);
     let ip = &buf[..len];
-    let xff = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(prev) if !prev.is_empty() => HeaderValue::from_bytes(&[prev, b", ", ip].concat()),
-        _ => HeaderValue::from_bytes(ip),
-    };
-    if let Ok(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
+    // One lookup for the read and the write.
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Occupied(mut e) => {
+            let prev = e.get().as_bytes();
+            let xff = if prev.is_empty() {
+                HeaderValue::from_bytes(ip)
+            } else {
+                HeaderValue::from_bytes(&[prev, b", ", ip].concat())
+            };
+            // Replaces every earlier value: the first one carries the chain.
+            if let Ok(v) = xff {
+                e.insert(v);
+            }
+        }
+        header::Entry::Vacant(e) => {
+            if let Ok(v) = HeaderValue::from_bytes(ip) {
+                e.insert(v);
+            }
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme.as_str()));
 }
