@@ -32,13 +32,17 @@ pub struct RequestFacts {
 
 impl RequestFacts {
     pub fn new(method: &Method, has_idempotency_key: bool, replayable: bool) -> RequestFacts {
-        let idempotent = has_idempotency_key
-            || matches!(
-                *method,
-                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-            );
-        RequestFacts { idempotent, replayable }
+        RequestFacts { idempotent: has_idempotency_key || method_is_idempotent(method), replayable }
     }
+}
+
+/// RFC 9110 §9.2.2: repeating the method has the effect of sending it once. Other requests are
+/// repeated only with an `idempotency-key`.
+pub fn method_is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// May this failure be retried at all (budget aside)? A request that never left is always safe

@@ -249,13 +249,15 @@ fn encode_head(
     out.extend_from_slice(b" ");
     out.extend_from_slice(uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    // Noted on the way past rather than looked up.
+    let mut has_length = false;
     for (name, value) in headers {
+        has_length |= name == header::CONTENT_LENGTH;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let has_length = headers.contains_key(header::CONTENT_LENGTH);
     let chunked = match body {
         UpBody::Empty => {
             if !has_length && matches!(*method, Method::POST | Method::PUT | Method::PATCH) {

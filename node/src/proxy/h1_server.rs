@@ -836,6 +836,8 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
     // A HEAD or 304 answer keeps the length the full answer would have.
     let keep_length = is_head || status == StatusCode::NOT_MODIFIED;
+    // Noted on the way past rather than looked up.
+    let mut has_date = false;
     for (name, value) in headers {
         if (name == header::CONTENT_LENGTH && !keep_length)
             || name == header::TRANSFER_ENCODING
@@ -843,12 +845,13 @@ fn encode_head(
         {
             continue;
         }
+        has_date |= name == header::DATE;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !headers.contains_key(header::DATE) {
+    if !has_date {
         out.extend_from_slice(b"date: ");
         date::append(out);
         out.extend_from_slice(b"\r\n");

@@ -253,7 +253,9 @@ async fn proxy(
         hdr::add_forwarded(&mut headers, client.ip, client.scheme);
     }
     headers.insert(X_REQUEST_ID, request_id.clone());
-    let has_idempotency_key = headers.contains_key(hdr::IDEMPOTENCY_KEY);
+    // Looked up only where it decides something: for a method that is not idempotent itself.
+    let has_idempotency_key = !crate::core::retry::method_is_idempotent(&parts.method)
+        && headers.contains_key(hdr::IDEMPOTENCY_KEY);
 
     let has_body = content_length.map_or(!body_is_empty(&body), |n| n > 0);
     let deadline = match fwd {
