@@ -30,17 +30,7 @@ MERIDIAN_BIN=${MERIDIAN_BIN:-target/release/meridian}
 [[ -x $MERIDIAN_BIN ]] || die "$MERIDIAN_BIN not found: cargo build --release -p meridian"
 ensure_tools nginx:nginx wrk:wrk curl:curl valgrind:valgrind
 
-TMP=$(mktemp -d -t meridian-instr.XXXXXX)
-chmod 755 "$TMP"
-cleanup() {
-    local rc=$?
-    stop_all
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_scratch meridian-instr
 
 mapfile -t ports < <(free_ports "$BASE_PORT" 4)
 ((${#ports[@]} == 4)) || die "could not find 4 free ports from $BASE_PORT"

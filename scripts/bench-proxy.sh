@@ -103,19 +103,7 @@ if ((skip_meridian)); then
 fi
 
 # --- scratch space and cleanup ---------------------------------------------
-TMP=$(mktemp -d -t meridian-bench.XXXXXX)
-# nginx workers drop to `nobody` when started as root; they must be able to
-# reach their temp dirs inside TMP.
-chmod 755 "$TMP"
-cleanup() {
-    local rc=$?
-    stop_all
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_scratch meridian-bench
 
 # Both cores are fully used by the benchmark, so any other work (a cargo build,
 # a test run) lands straight in the figures. Sample the cores for a second

@@ -278,3 +278,19 @@ parse_bench_args() {
         esac
     done
 }
+
+# bench_scratch PREFIX: makes the scratch directory TMP (readable by nginx workers, which drop to
+# `nobody` when started as root) and stops every started server and removes TMP on exit.
+bench_scratch() {
+    TMP=$(mktemp -d -t "$1.XXXXXX")
+    chmod 755 "$TMP"
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+bench_cleanup() {
+    local rc=$?
+    stop_all
+    rm -rf "$TMP"
+    exit "$rc"
+}
