@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{BoxError, UpBody};
+use super::headers as hdr;
 use super::pool::{ConnPool, RequestHead};
 use super::timer::KeptTimer;
 
@@ -329,7 +330,7 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>,
         let headers = if facts.names_others {
             // `connection` names further fields to drop: the general (rare) path.
             let mut headers = spans.cut(&head, 4, false).map_err(fault)?;
-            super::headers::strip_hop_by_hop(&mut headers);
+            hdr::strip_hop_by_hop(&mut headers);
             headers
         } else {
             spans.cut(&head, 4, true).map_err(fault)?
@@ -417,8 +418,7 @@ impl HeadSpans {
             let name = &head[name_at as usize..(name_at + name_len) as usize];
             let value = &head[value_at as usize..(value_at + value_len) as usize];
             if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                let last = as_text(value).and_then(|s| s.rsplit(',').next()).map_or("", str::trim);
-                facts.chunked_last = Some(last.eq_ignore_ascii_case("chunked"));
+                facts.chunked_last = Some(hdr::ends_chunked(as_text(value)));
             } else if name.eq_ignore_ascii_case(b"content-length") {
                 let n = as_text(value).and_then(|s| s.trim().parse::<u64>().ok());
                 facts.length = match (facts.length, n) {
@@ -428,12 +428,9 @@ impl HeadSpans {
                     (_, Some(n)) => Ok(Some(n)),
                 };
             } else if name.eq_ignore_ascii_case(b"connection") {
-                for token in as_text(value).into_iter().flat_map(|s| s.split(',')).map(str::trim) {
-                    if token.eq_ignore_ascii_case("close") {
-                        facts.close = true;
-                    } else if !token.eq_ignore_ascii_case("keep-alive") && !token.is_empty() {
-                        facts.names_others = true;
-                    }
+                for option in as_text(value).into_iter().flat_map(hdr::list_items) {
+                    facts.close |= option.eq_ignore_ascii_case("close");
+                    facts.names_others |= hdr::names_a_field(option);
                 }
             }
         }
@@ -449,7 +446,7 @@ impl HeadSpans {
             let (name_at, value_at) = (name_at as usize, value_at as usize);
             let raw_name = &head[name_at..name_at + name_len as usize];
             let name = HeaderName::from_bytes(raw_name).map_err(|_| HeadFault::Name(raw_name.to_vec()))?;
-            if strip && super::headers::is_hop_by_hop(&name) {
+            if strip && hdr::is_hop_by_hop(&name) {
                 continue;
             }
             let Ok(value) =

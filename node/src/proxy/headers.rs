@@ -46,9 +46,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|n| !n.eq_ignore_ascii_case("close") && !n.eq_ignore_ascii_case("keep-alive"))
+            .flat_map(list_items)
+            .filter(|n| names_a_field(n))
             .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         for name in &named {
@@ -166,15 +165,29 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
+        .any(|v| v.to_str().is_ok_and(|s| list_items(s).any(|t| t.eq_ignore_ascii_case(token))))
+}
+
+/// The elements of a list-valued field such as `connection` or `transfer-encoding`, trimmed.
+pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim)
+}
+
+/// Whether a `connection` option names a field to drop: anything but `close` and `keep-alive`.
+pub fn names_a_field(option: &str) -> bool {
+    !option.is_empty() && !option.eq_ignore_ascii_case("close") && !option.eq_ignore_ascii_case("keep-alive")
+}
+
+/// Whether a `transfer-encoding` value (`None` when it is not text) ends in the chunked coding.
+pub fn ends_chunked(value: Option<&str>) -> bool {
+    value.and_then(|s| s.rsplit(',').next()).map_or("", str::trim).eq_ignore_ascii_case("chunked")
 }
 
 /// For a message with `transfer-encoding`, whether its last coding is `chunked` (RFC 9112 §6.3);
 /// `None` without the field.
 pub fn chunked_last(headers: &HeaderMap) -> Option<bool> {
     let te = headers.get_all(header::TRANSFER_ENCODING).iter().next_back()?;
-    let last = te.to_str().ok().and_then(|s| s.rsplit(',').next()).map_or("", str::trim);
-    Some(last.eq_ignore_ascii_case("chunked"))
+    Some(ends_chunked(te.to_str().ok()))
 }
 
 #[cfg(test)]
