@@ -36,31 +36,8 @@ mapfile -t ports < <(free_ports "$BASE_PORT" 4)
 ((${#ports[@]} == 4)) || die "could not find 4 free ports from $BASE_PORT"
 UP_PORT=${ports[0]} NGINX_PORT=${ports[1]} MERIDIAN_PORT=${ports[2]} ADMIN_PORT=${ports[3]}
 
-# One process each (no master), so the process callgrind follows is the one doing the work.
-nginx_conf() {
-    local name=$1 body=$2
-    cat >"$TMP/$name.conf" <<EOF
-daemon off; master_process off; worker_processes 1;
-pid $TMP/$name.pid; error_log $TMP/$name-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off; keepalive_timeout 65s; keepalive_requests 1000000;
-    client_body_temp_path $TMP/$name-body; proxy_temp_path $TMP/$name-proxy;
-    fastcgi_temp_path $TMP/$name-fastcgi; uwsgi_temp_path $TMP/$name-uwsgi; scgi_temp_path $TMP/$name-scgi;
-$body
-}
-EOF
-}
-nginx_conf upstream "    server { listen 127.0.0.1:$UP_PORT; location / { default_type text/plain; return 200 \"hello\\n\"; } }"
-nginx_conf proxy "    upstream backend { server 127.0.0.1:$UP_PORT; keepalive 128; keepalive_requests 1000000; }
-    server { listen 127.0.0.1:$NGINX_PORT; location / {
-        proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
-cat >"$TMP/routes.json" <<EOF
-{ "services": { "nginx": { "endpoints": { "local": ["http://127.0.0.1:$UP_PORT"] }, "timeout_ms": 5000, "retries": 1 } },
-  "routes": [ { "name": "all", "path_prefix": "/", "service": "nginx" } ] }
-EOF
-
-start_bg upstream "$TMP/upstream.log" taskset -c 1 nginx -c "$TMP/upstream.conf"
+write_proxy_configs "$UP_PORT" "$NGINX_PORT"
+start_nginx upstream 1
 wait_http "http://127.0.0.1:$UP_PORT/" 10 "$LAST_PID" "$TMP/upstream-error.log" || die "upstream nginx failed to start"
 
 # measure NAME PORT CMD...: sets REQUESTS and INSTRUCTIONS for NAME. CMD runs straight under
@@ -83,7 +60,9 @@ measure() {
 }
 
 log "nginx proxy under callgrind (${DURATION}s, $CONNECTIONS connections)"
-measure nginx "$NGINX_PORT" nginx -c "$TMP/proxy.conf"
+# No master process: the process callgrind follows is the one doing the work.
+measure nginx "$NGINX_PORT" nginx -p "$TMP" -e "$TMP/proxy-error.log" -c "$TMP/proxy.conf" \
+    -g 'daemon off; master_process off;'
 n_req=$REQUESTS n_ins=$INSTRUCTIONS
 log "meridian under callgrind"
 export MERIDIAN_WORKER_THREADS=1

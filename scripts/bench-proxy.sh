@@ -127,68 +127,7 @@ MERIDIAN_PORT=${ports[3]} ADMIN_PORT=${ports[4]}
 log "ports: upstream=$UP_PORT nginx=$NGINX_PORT haproxy=$HAPROXY_PORT meridian=$MERIDIAN_PORT admin=$ADMIN_PORT"
 
 # --- configs ---------------------------------------------------------------
-# Everything nginx might write goes into TMP so it runs without root and never
-# touches /var/log/nginx or /var/lib/nginx.
-nginx_common() {
-    local name=$1
-    cat <<EOF
-worker_processes 1;
-pid $TMP/$name.pid;
-error_log $TMP/$name-error.log warn;
-events { worker_connections 4096; }
-EOF
-}
-nginx_http_common() {
-    local name=$1
-    cat <<EOF
-    access_log off;
-    keepalive_timeout 65s;
-    keepalive_requests 1000000;
-    client_body_temp_path $TMP/$name-body;
-    proxy_temp_path $TMP/$name-proxy;
-    fastcgi_temp_path $TMP/$name-fastcgi;
-    uwsgi_temp_path $TMP/$name-uwsgi;
-    scgi_temp_path $TMP/$name-scgi;
-EOF
-}
-
-{
-    nginx_common upstream
-    echo "http {"
-    nginx_http_common upstream
-    cat <<EOF
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        location / {
-            default_type text/plain;
-            return 200 "hello\n";
-        }
-    }
-}
-EOF
-} >"$TMP/upstream.conf"
-
-{
-    nginx_common proxy
-    echo "http {"
-    nginx_http_common proxy
-    cat <<EOF
-    upstream backend {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 128;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-} >"$TMP/proxy.conf"
+write_proxy_configs "$UP_PORT" "$NGINX_PORT"
 
 # http-reuse always matches nginx's keepalive pool: any idle upstream
 # connection may serve any client.
@@ -213,10 +152,6 @@ backend be
     server upstream 127.0.0.1:$UP_PORT maxconn 1000
 EOF
 
-cat >"$TMP/routes.json" <<EOF
-{ "services": { "nginx": { "endpoints": { "local": ["http://127.0.0.1:$UP_PORT"] }, "timeout_ms": 5000, "retries": 1 } },
-  "routes": [ { "name": "all", "path_prefix": "/", "service": "nginx" } ] }
-EOF
 
 # --- servers ---------------------------------------------------------------
 start_nginx upstream "$CLIENT_CPU"

@@ -294,3 +294,76 @@ bench_cleanup() {
     rm -rf "$TMP"
     exit "$rc"
 }
+
+# The shared set-up of the HTTP benchmarks, everything nginx writes kept in TMP (no root, nothing
+# under /var): nginx_common and nginx_http_common print the common parts of a config.
+nginx_common() {
+    local name=$1
+    cat <<EOF
+worker_processes 1;
+pid $TMP/$name.pid;
+error_log $TMP/$name-error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_http_common() {
+    local name=$1
+    cat <<EOF
+    access_log off;
+    keepalive_timeout 65s;
+    keepalive_requests 1000000;
+    client_body_temp_path $TMP/$name-body;
+    proxy_temp_path $TMP/$name-proxy;
+    fastcgi_temp_path $TMP/$name-fastcgi;
+    uwsgi_temp_path $TMP/$name-uwsgi;
+    scgi_temp_path $TMP/$name-scgi;
+EOF
+}
+
+# write_proxy_configs UP_PORT NGINX_PORT: $TMP/upstream.conf (nginx answering `200 hello\n` on
+# UP_PORT), $TMP/proxy.conf (nginx proxying NGINX_PORT to it, with upstream keep-alive) and
+# $TMP/routes.json (one Meridian route to it).
+write_proxy_configs() {
+    local UP_PORT=$1 NGINX_PORT=$2
+    {
+        nginx_common upstream
+        echo "http {"
+        nginx_http_common upstream
+        cat <<EOF
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        location / {
+            default_type text/plain;
+            return 200 "hello\n";
+        }
+    }
+}
+EOF
+    } >"$TMP/upstream.conf"
+
+    {
+        nginx_common proxy
+        echo "http {"
+        nginx_http_common proxy
+        cat <<EOF
+    upstream backend {
+        server 127.0.0.1:$UP_PORT;
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    } >"$TMP/proxy.conf"
+    cat >"$TMP/routes.json" <<EOF
+{ "services": { "nginx": { "endpoints": { "local": ["http://127.0.0.1:$UP_PORT"] }, "timeout_ms": 5000, "retries": 1 } },
+  "routes": [ { "name": "all", "path_prefix": "/", "service": "nginx" } ] }
+EOF
+}
