@@ -14,7 +14,9 @@
 #
 # Usage: scripts/bench-instructions.sh
 # Environment: DURATION (s, default 10), CONNECTIONS (default 16),
-#   BENCH_BASE_PORT (default 19080), MERIDIAN_BIN (default target/release/meridian).
+#   BENCH_BASE_PORT (default 19080), MERIDIAN_BIN (default target/release/meridian),
+#   PROFILE_DIR (if set, each proxy's callgrind profile is kept there as NAME.callgrind, for
+#   `callgrind_annotate --inclusive=yes DIR/meridian.callgrind`).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -56,6 +58,9 @@ measure() {
     REQUESTS=$(awk '/requests in/ {print $1}' "$TMP/$name.wrk")
     INSTRUCTIONS=$(callgrind_annotate "$TMP/$name.cg.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     kill "$pid" 2>/dev/null || true
+    if [[ -n ${PROFILE_DIR:-} ]]; then
+        mkdir -p "$PROFILE_DIR" && cp "$TMP/$name.cg.1" "$PROFILE_DIR/$name.callgrind"
+    fi
     [[ -n $REQUESTS && -n $INSTRUCTIONS && $REQUESTS -gt 0 ]] || die "$name: no figures (see $TMP/$name.log)"
 }
 
