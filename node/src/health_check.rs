@@ -17,7 +17,7 @@ use crate::core::health::Transition;
 use crate::core::table::HealthCheckSpec;
 use crate::gateway::{EndpointRuntime, Gateway, ServiceRuntime};
 use crate::proxy::body::UpBody;
-use crate::proxy::pool::{RequestHead, UpstreamBody};
+use crate::proxy::pool::{OwnFields, RequestHead, UpstreamBody};
 
 /// Follow the applied routing table until `shutdown` fires, keeping one prober per endpoint.
 pub async fn run(gw: Arc<Gateway>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -79,7 +79,12 @@ async fn probe(ep: &EndpointRuntime, spec: &HealthCheckSpec) -> bool {
         let mut headers = http::HeaderMap::new();
         headers.insert(header::HOST, http::HeaderValue::from_str(ep.pool.authority().as_str()).ok()?);
         headers.insert(header::USER_AGENT, http::HeaderValue::from_static("meridian-health-check"));
-        let head = RequestHead { method: http::Method::GET, uri: spec.path.parse().ok()?, headers };
+        let head = RequestHead {
+            method: http::Method::GET,
+            uri: spec.path.parse().ok()?,
+            headers,
+            own: OwnFields::default(),
+        };
         let resp = ep.pool.send(conn, &head, UpBody::Empty, Instant::now(), deadline).await.ok()?;
         let ok = resp.status().is_success();
         // Drain the (small) body so the connection can be reused.

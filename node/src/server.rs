@@ -173,7 +173,12 @@ pub async fn serve_data<S: h1_server::Service>(
             let io = TokioIo::new(PrefaceDeadline::replaying(preface, stream));
             let svc = service_fn(move |req: Request<Incoming>| {
                 let fut = h1_server::Service::call(&svc, req.map(|inner| ClientBody::Http { inner }), peer);
-                async move { Ok::<_, Infallible>(fut.await) }
+                async move {
+                    // hyper writes the header map only: the upstream's fields go into it.
+                    let mut resp = fut.await;
+                    crate::proxy::fields::into_header_map(&mut resp);
+                    Ok::<_, Infallible>(resp)
+                }
             });
             if let Err(e) = watcher.watch(h2.serve_connection(io, svc)).await {
                 tracing::debug!(plane, %peer, error = %e, "connection ended with an error");

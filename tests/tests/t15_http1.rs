@@ -1,6 +1,7 @@
 //! HTTP/1.1 towards clients, as Meridian's own server speaks it on the plain data-plane
 //! listener: pipelining, HTTP/1.0, `100 Continue`, chunked bodies both ways, HEAD, and keeping a
-//! connection open after a refusal that left a short body unread.
+//! connection open after a refusal that left a short body unread, and how an upstream's fields
+//! pass on (as written, over HTTP/1.1 and h2c).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -269,4 +270,132 @@ fn a_refusal_that_leaves_a_short_body_unread_keeps_the_connection() {
     assert_eq!(r.json()["error"], "headers_too_large");
     assert_eq!(node.metric("meridian_errors_total{cause=\"headers_too_large\"}"), 1.0);
     assert!(!node.panicked(), "{}", node.proc.stderr());
+}
+
+/// The head the raw upstream answers `path` with (body `ok`).
+fn raw_answer(path: &str) -> &'static str {
+    if path == "/named" {
+        "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok"
+    } else {
+        "HTTP/1.1 200 OK\r\nServer: raw\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+         Set-Cookie: a=1\r\nX-Request-Id: upstream-id\r\nSet-Cookie: b=2\r\nX-Meridian-Node: impostor\r\n\
+         Content-Length: 2\r\nCache-Control: no-store\r\n\r\nok"
+    }
+}
+
+/// An upstream that writes fixed response heads, byte for byte, on keep-alive connections.
+fn raw_upstream() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                        if conn.write_all(raw_answer(&path).as_bytes()).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The field lines of a raw answer's head, as written.
+fn head_lines(raw: &[u8]) -> Vec<String> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
+    String::from_utf8_lossy(&raw[..end]).split("\r\n").skip(1).map(str::to_string).collect()
+}
+
+#[test]
+fn upstream_fields_pass_as_written_and_meridians_own_replace_theirs() {
+    let dir = TempDir::new("t15-fields");
+    let table = simple_table("us", &[raw_upstream()], serde_json::json!({}));
+    let node = Node::with_table("n1", "us", &table, &[], &dir);
+
+    phase("HTTP/1.1: the upstream's lines as it wrote them, without hop-by-hop ones or those Meridian sets");
+    let mut s = connect(node.http);
+    s.write_all(b"GET /plain HTTP/1.1\r\nhost: a\r\nx-request-id: client-id\r\nconnection: close\r\n\r\n")
+        .expect("write");
+    let (raw, _) = read_until_closed(&mut s, Duration::from_secs(10));
+    let lines = head_lines(&raw);
+    for kept in ["Server: raw", "Set-Cookie: a=1", "Set-Cookie: b=2", "Cache-Control: no-store"] {
+        assert!(lines.iter().any(|l| l == kept), "{kept:?} missing from {lines:?}");
+    }
+    let named =
+        |name: &str| lines.iter().filter(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:"))).count();
+    for (name, count) in [
+        ("x-request-id", 1),
+        ("x-meridian-node", 1),
+        ("x-meridian-region", 1),
+        ("content-length", 1),
+        ("keep-alive", 0),
+        ("connection", 1),
+        ("date", 1),
+    ] {
+        assert_eq!(named(name), count, "{name} in {lines:?}");
+    }
+    let r = parse_response(&raw).expect("response");
+    assert_eq!(r.header("x-request-id"), Some("client-id"));
+    assert_eq!(r.header("x-meridian-node"), Some("n1"));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.body, b"ok");
+
+    phase("a field the upstream's `connection` names is left out");
+    let r = raw_get(&node, "/named");
+    assert_eq!(r.header("x-kept"), Some("1"));
+    assert_eq!(r.header("x-secret"), None, "{:?}", r.headers);
+    assert_eq!(r.body, b"ok");
+
+    phase("HTTP/2 (h2c): the same fields, in hyper's header map");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let parts = rt.block_on(async {
+        use http_body_util::BodyExt as _;
+        let tcp = tokio::net::TcpStream::connect(node.http).await.expect("connect");
+        let io = hyper_util::rt::TokioIo::new(tcp);
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .expect("HTTP/2 handshake");
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{}/plain", node.http))
+            .header("x-request-id", "h2-client")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let resp = tokio::time::timeout(Duration::from_secs(10), send.send_request(req))
+            .await
+            .expect("in time")
+            .expect("response");
+        let (parts, body) = resp.into_parts();
+        assert_eq!(&body.collect().await.expect("body").to_bytes()[..], b"ok");
+        parts
+    });
+    let all = |name: &str| {
+        parts.headers.get_all(name).iter().map(|v| v.to_str().expect("text")).collect::<Vec<_>>()
+    };
+    assert_eq!(parts.status, 200);
+    assert_eq!(all("set-cookie"), ["a=1", "b=2"]);
+    assert_eq!(all("server"), ["raw"]);
+    assert_eq!(all("x-request-id"), ["h2-client"]);
+    assert_eq!(all("x-meridian-node"), ["n1"]);
+    assert!(all("keep-alive").is_empty() && all("connection").is_empty(), "{:?}", parts.headers);
+    assert!(!node.panicked(), "{}", node.proc.stderr());
+}
+
+fn raw_get(node: &Node, path: &str) -> Response {
+    let req = format!("GET {path} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n");
+    raw(node.http, req.as_bytes(), Duration::from_secs(10)).expect("answer")
 }

@@ -277,6 +277,8 @@ fn upstream_killed_under_load_fails_over_recovers_and_all_down_is_503() {
             rec.rid
         );
         assert_eq!(r.header("x-meridian-node"), Some(node_id(ri).as_str()), "{}", rec.rid);
+        // The serving upstream's own fields come back across regions too.
+        assert_eq!(r.header("content-type"), Some("application/json"), "{}: {:?}", rec.rid, r.headers);
         if rec.method == "POST" {
             assert_eq!(j["body_bytes"], POST_BODY, "{}: {j}", rec.rid);
         }

@@ -241,6 +241,7 @@ fn assert_proxied_as_https(r: &Response) {
     assert_eq!(r.header("x-meridian-node"), Some("n1"));
     assert_eq!(r.header("x-meridian-region"), Some("us"));
     assert!(r.header("x-request-id").is_some_and(|v| !v.is_empty()));
+    assert_eq!(r.header("content-type"), Some("application/json"), "the upstream's own field");
     let seen = r.json();
     assert_eq!(seen["x_forwarded_proto"], "https", "{seen}");
     assert_eq!(seen["x_forwarded_for"], "127.0.0.1", "{seen}");
@@ -354,6 +355,7 @@ fn alpn_h2_is_negotiated_and_http2_works_over_it() {
         assert_eq!(parts.status, 200);
         assert_eq!(parts.version, http::Version::HTTP_2);
         assert_eq!(parts.headers.get("x-meridian-node").map(|v| v.as_bytes()), Some(&b"n1"[..]));
+        assert_eq!(parts.headers.get("content-type").map(|v| v.as_bytes()), Some(&b"application/json"[..]));
         let seen: Value = serde_json::from_slice(body).expect("json");
         assert_eq!(seen["x_forwarded_proto"], "https");
         assert_eq!(seen["path"], format!("/h2/{}", n + 1));

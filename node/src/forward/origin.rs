@@ -86,7 +86,7 @@ pub async fn forward(
         let head = ForwardHead {
             method: req.head.method.as_str().to_string(),
             path_and_query: req.path_and_query.to_string(),
-            headers: encode_headers(&req.head.headers),
+            headers: encode_headers(&req.head.full_headers()),
             request_id: request_id.clone(),
             client_ip: req.client_ip.to_string(),
             deadline_ms: req.deadline.saturating_duration_since(Instant::now()).as_millis() as u64,

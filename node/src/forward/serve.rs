@@ -66,7 +66,8 @@ pub async fn serve(gw: Arc<Gateway>, call: PeerCall) {
     let deadline = Instant::now() + Duration::from_millis(head.deadline_ms).min(MAX_DEADLINE);
     let fwd = Forwarded { from: from.clone(), visited: head.visited.clone(), deadline };
     // The scheme is the origin's, already in the forwarded x-forwarded-proto.
-    let resp = handler::respond(gw, req, client_ip, Scheme::Http, Some(fwd)).await;
+    let mut resp = handler::respond(gw, req, client_ip, Scheme::Http, Some(fwd)).await;
+    crate::proxy::fields::into_header_map(&mut resp);
     let (parts, body) = resp.into_parts();
     let rh = ResponseHead { status: parts.status.as_u16(), headers: encode_headers(&parts.headers) };
     if write_answer(&mut send, &rh, None).await.is_err() {

@@ -201,6 +201,15 @@ impl DownBody {
         DownBody::Full { data: if data.is_empty() { None } else { Some(data) } }
     }
 
+    /// The fields of an HTTP/1 upstream's response, passed on as received; the response's
+    /// header map holds only Meridian's own fields until they are taken.
+    pub fn take_fields(&mut self) -> Option<Box<crate::proxy::fields::UpstreamFields>> {
+        match self {
+            DownBody::H1 { inner, .. } => inner.take_fields(),
+            _ => None,
+        }
+    }
+
     pub fn upstream(body: UpstreamBody, held: Held) -> DownBody {
         match body {
             UpstreamBody::H1(inner) => {

@@ -24,7 +24,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{BoxError, UpBody};
-use super::headers as hdr;
+use super::fields::{Plan, UpstreamFields};
+use super::headers::{self as hdr, Field};
 use super::pool::{ConnPool, RequestHead};
 use super::timer::KeptTimer;
 
@@ -118,17 +119,13 @@ impl H1Conn {
             .await
         };
         self.timer = timer;
-        let (resp, framing, reusable) = outcome?;
-        Ok((resp, H1Body::new(self, framing, reusable, pool)))
+        let ResponseHead { resp, fields, framing, keep_alive } = outcome?;
+        Ok((resp, H1Body::new(self, framing, keep_alive, pool, fields)))
     }
 
-    async fn exchange(
-        &mut self,
-        head: &RequestHead,
-        body: UpBody,
-    ) -> Result<(Response<()>, Framing, bool), H1Error> {
+    async fn exchange(&mut self, head: &RequestHead, body: UpBody) -> Result<ResponseHead, H1Error> {
         let mut out = std::mem::take(&mut self.out);
-        let chunked = encode_head(&mut out, &head.method, &head.uri, &head.headers, &body);
+        let chunked = encode_head(&mut out, head, &body);
         let is_head = head.method == Method::HEAD;
         let mut early = false;
         match body {
@@ -155,8 +152,9 @@ impl H1Conn {
             out.clear();
             self.out = out;
         }
-        let (resp, framing, keep_alive) = self.read_head(is_head).await?;
-        Ok((resp, framing, keep_alive && !early))
+        let mut head = self.read_head(is_head).await?;
+        head.keep_alive &= !early;
+        Ok(head)
     }
 
     /// Send a streamed body, full duplex: an upstream may answer (say, 413) before it has read
@@ -178,7 +176,7 @@ impl H1Conn {
         }
     }
 
-    async fn read_head(&mut self, is_head: bool) -> Result<(Response<()>, Framing, bool), H1Error> {
+    async fn read_head(&mut self, is_head: bool) -> Result<ResponseHead, H1Error> {
         loop {
             if let Some(parsed) = parse_head(&mut self.buf, is_head)? {
                 return Ok(parsed);
@@ -239,24 +237,39 @@ async fn write_body(wr: &mut OwnedWriteHalf, mut body: UpBody, chunked: bool) ->
 }
 
 /// Write the request head; returns whether the body must be chunk-encoded.
-fn encode_head(
-    out: &mut BytesMut,
-    method: &Method,
-    uri: &http::Uri,
-    headers: &HeaderMap,
-    body: &UpBody,
-) -> bool {
+fn encode_head(out: &mut BytesMut, head: &RequestHead, body: &UpBody) -> bool {
+    let RequestHead { method, uri, headers, own } = head;
     out.extend_from_slice(method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // Noted on the way past rather than looked up.
     let mut has_length = false;
+    // The client's `x-forwarded-for` chain, which Meridian's extends.
+    let mut chain = None;
     for (name, value) in headers {
         has_length |= name == header::CONTENT_LENGTH;
+        // Meridian's own fields replace the client's.
+        if own.forwarded.is_some() && (name == hdr::X_FORWARDED_FOR || name == hdr::X_FORWARDED_PROTO) {
+            if name == hdr::X_FORWARDED_FOR && chain.is_none() {
+                chain = Some(value);
+            }
+            continue;
+        }
+        if own.request_id.is_some() && name == hdr::X_REQUEST_ID {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some((ip, scheme)) = own.forwarded {
+        hdr::write_forwarded(out, chain, ip, scheme);
+    }
+    if let Some(id) = &own.request_id {
+        out.extend_from_slice(b"x-request-id: ");
+        out.extend_from_slice(id.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     let chunked = match body {
@@ -293,8 +306,20 @@ pub enum Framing {
     UntilClose,
 }
 
+/// A parsed response head.
+pub(super) struct ResponseHead {
+    /// Status and version; its header map holds the upstream's fields only when `fields` is
+    /// `None` (a `connection` field named other fields to drop: the rare, general path).
+    pub resp: Response<()>,
+    /// The upstream's fields as received, passed on as they are (see [`UpstreamFields`]).
+    pub fields: Option<Box<UpstreamFields>>,
+    pub framing: Framing,
+    /// Whether the connection can carry another exchange after this one.
+    pub keep_alive: bool,
+}
+
 /// Parse a complete response head off the front of `buf`, skipping interim 1xx responses.
-fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>, Framing, bool)>, H1Error> {
+fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<ResponseHead>, H1Error> {
     loop {
         // Uninitialised slots: filling 128 empty headers first cost more than parsing a head.
         let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -312,50 +337,117 @@ fn parse_head(buf: &mut BytesMut, is_head: bool) -> Result<Option<(Response<()>,
             continue;
         }
         let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+        // Framing and persistence come from the raw fields, read in the same pass that plans
+        // how the fields pass on: no header map is built for them.
+        let mut facts = RawFacts::new();
+        let plan = Plan::new(parsed.headers, &buf[..len], |field, value| facts.note(field, value, false));
+        let framing = framing(status, is_head, &facts)?;
+        let keep_alive = version == Version::HTTP_11 && framing != Framing::UntilClose && !facts.close;
+        let mut resp = Response::new(());
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        // The usual head passes on as it is; one whose `connection` field names further fields
+        // to drop, or that is unusual in other ways (see `Plan::new`), goes through a header map.
+        if let Some(plan) = plan.filter(|_| !facts.names_others) {
+            // Boxed: the response moves through several layers on its way out, and the plan with it.
+            let fields = Box::new(UpstreamFields::new(buf.split_to(len).freeze(), plan));
+            return Ok(Some(ResponseHead { resp, fields: Some(fields), framing, keep_alive }));
+        }
         let mut spans = HeadSpans::new();
         spans.note(parsed.headers, buf.as_ptr());
         let head = buf.split_to(len).freeze();
-        // Framing and persistence come from the raw fields, and the hop-by-hop fields are left
-        // out of the map as it is built: no lookups in it, no removals from it later.
-        let facts = spans.facts(&head);
-        let framing = framing(status, is_head, &facts)?;
-        let keep_alive = version == Version::HTTP_11 && framing != Framing::UntilClose && !facts.close;
-        let fault = |fault| {
+        let mut headers = spans.cut(&head, 4).map_err(|fault| {
             H1Error::Protocol(match fault {
                 HeadFault::Name(raw) => format!("bad header name {:?}", String::from_utf8_lossy(&raw)),
                 HeadFault::Value(name) => format!("bad value for header {name}"),
             })
-        };
-        // Room for the fields the proxy adds (node, region, request id).
-        let headers = if facts.names_others {
-            // `connection` names further fields to drop: the general (rare) path.
-            let mut headers = spans.cut(&head, 4, false).map_err(fault)?;
-            hdr::strip_hop_by_hop(&mut headers);
-            headers
-        } else {
-            spans.cut(&head, 4, true).map_err(fault)?
-        };
-        let mut resp = Response::new(());
-        *resp.status_mut() = status;
-        *resp.version_mut() = version;
+        })?;
+        hdr::strip_hop_by_hop(&mut headers);
         *resp.headers_mut() = headers;
-        return Ok(Some((resp, framing, keep_alive)));
+        return Ok(Some(ResponseHead { resp, fields: None, framing, keep_alive }));
     }
 }
 
 /// What a head's framing and connection fields say, read from the raw fields (RFC 9112 §6,
-/// §9.6): the same reading as the header-map helpers in `headers.rs`.
+/// §9.6), with the list rules of `headers.rs`, without a header map.
 #[derive(Debug)]
 pub(super) struct RawFacts {
     /// Whether the last transfer coding of the last `transfer-encoding` field is chunked;
     /// `None` without the field.
-    chunked_last: Option<bool>,
+    pub chunked_last: Option<bool>,
     /// The `content-length` value, if any; `Err` when a value is invalid or two disagree.
-    length: Result<Option<u64>, &'static str>,
+    pub length: Result<Option<u64>, &'static str>,
     /// `connection: close`.
-    close: bool,
+    pub close: bool,
+    /// `connection: keep-alive`.
+    pub keep_alive: bool,
     /// `connection` names a field other than `close` and `keep-alive`.
-    names_others: bool,
+    pub names_others: bool,
+    /// The first `expect` field is `100-continue`.
+    pub expect_continue: bool,
+    expect_seen: bool,
+}
+
+impl RawFacts {
+    pub(super) fn new() -> RawFacts {
+        RawFacts {
+            chunked_last: None,
+            length: Ok(None),
+            close: false,
+            keep_alive: false,
+            names_others: false,
+            expect_continue: false,
+            expect_seen: false,
+        }
+    }
+
+    /// The facts of `fields`; see [`RawFacts::note`].
+    pub(super) fn read(fields: &[httparse::Header<'_>], strict: bool) -> RawFacts {
+        let mut facts = RawFacts::new();
+        for field in fields {
+            facts.note(hdr::classify(field.name.as_bytes()), field.value, strict);
+        }
+        facts
+    }
+
+    /// Take in one field, whose name means `field`. A request's `content-length` (`strict`) must
+    /// be plain digits, as RFC 9112 §6.3 asks of a server; a response's may have whitespace
+    /// around them.
+    pub(super) fn note(&mut self, field: Field, value: &[u8], strict: bool) {
+        match field {
+            Field::TransferEncoding => self.chunked_last = Some(hdr::ends_chunked(as_text(value))),
+            Field::ContentLength => {
+                let n = if strict {
+                    (!value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit))
+                        .then(|| as_text(value).and_then(|s| s.parse::<u64>().ok()))
+                        .flatten()
+                } else {
+                    as_text(value).and_then(|s| s.trim().parse::<u64>().ok())
+                };
+                self.length = match (self.length, n) {
+                    (Err(e), _) => Err(e),
+                    (_, None) => Err("invalid content-length"),
+                    (Ok(Some(l)), Some(n)) if l != n => Err("conflicting content-length values"),
+                    (_, Some(n)) => Ok(Some(n)),
+                };
+            }
+            // The usual values first, without splitting a list.
+            Field::Connection if hdr::same_name(value, "keep-alive") => self.keep_alive = true,
+            Field::Connection if hdr::same_name(value, "close") => self.close = true,
+            Field::Connection => {
+                for option in as_text(value).into_iter().flat_map(hdr::list_items) {
+                    self.close |= option.eq_ignore_ascii_case("close");
+                    self.keep_alive |= option.eq_ignore_ascii_case("keep-alive");
+                    self.names_others |= hdr::names_a_field(option);
+                }
+            }
+            Field::Expect if !self.expect_seen => {
+                self.expect_seen = true;
+                self.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A field value as `HeaderValue::to_str` would accept it: visible ASCII, space and tab.
@@ -411,44 +503,14 @@ impl HeadSpans {
         }
     }
 
-    /// Read the framing and connection fields of the head in `head` (the buffer noted).
-    pub(super) fn facts(&self, head: &[u8]) -> RawFacts {
-        let mut facts = RawFacts { chunked_last: None, length: Ok(None), close: false, names_others: false };
-        for &(name_at, name_len, value_at, value_len) in self.spans() {
-            let name = &head[name_at as usize..(name_at + name_len) as usize];
-            let value = &head[value_at as usize..(value_at + value_len) as usize];
-            if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                facts.chunked_last = Some(hdr::ends_chunked(as_text(value)));
-            } else if name.eq_ignore_ascii_case(b"content-length") {
-                let n = as_text(value).and_then(|s| s.trim().parse::<u64>().ok());
-                facts.length = match (facts.length, n) {
-                    (Err(e), _) => Err(e),
-                    (_, None) => Err("invalid content-length"),
-                    (Ok(Some(l)), Some(n)) if l != n => Err("conflicting content-length values"),
-                    (_, Some(n)) => Ok(Some(n)),
-                };
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                for option in as_text(value).into_iter().flat_map(hdr::list_items) {
-                    facts.close |= option.eq_ignore_ascii_case("close");
-                    facts.names_others |= hdr::names_a_field(option);
-                }
-            }
-        }
-        facts
-    }
-
-    /// The fields as a header map over `head` (the frozen buffer), with room for `extra` more;
-    /// without the hop-by-hop fields when `strip` is set.
-    pub(super) fn cut(&self, head: &Bytes, extra: usize, strip: bool) -> Result<HeaderMap, HeadFault> {
+    /// The fields as a header map over `head` (the frozen buffer), with room for `extra` more.
+    pub(super) fn cut(&self, head: &Bytes, extra: usize) -> Result<HeaderMap, HeadFault> {
         let spans = self.spans();
         let mut headers = HeaderMap::with_capacity(self.count + extra);
         for &(name_at, name_len, value_at, value_len) in spans {
             let (name_at, value_at) = (name_at as usize, value_at as usize);
             let raw_name = &head[name_at..name_at + name_len as usize];
             let name = HeaderName::from_bytes(raw_name).map_err(|_| HeadFault::Name(raw_name.to_vec()))?;
-            if strip && hdr::is_hop_by_hop(&name) {
-                continue;
-            }
             let Ok(value) =
                 HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len as usize))
             else {
@@ -496,21 +558,34 @@ pub struct H1Body {
     reusable: bool,
     pool: Arc<ConnPool>,
     remaining_hint: Option<u64>,
+    /// The response's fields, until the server writing the response takes them.
+    fields: Option<Box<UpstreamFields>>,
 }
 
 impl H1Body {
-    fn new(conn: Box<H1Conn>, framing: Framing, reusable: bool, pool: Arc<ConnPool>) -> H1Body {
+    fn new(
+        conn: Box<H1Conn>,
+        framing: Framing,
+        reusable: bool,
+        pool: Arc<ConnPool>,
+        fields: Option<Box<UpstreamFields>>,
+    ) -> H1Body {
         let (state, hint) = match framing {
             Framing::Empty => (Decode::Done, Some(0)),
             Framing::Length(n) => (Decode::Length(n), Some(n)),
             Framing::Chunked => (Decode::ChunkSize, None),
             Framing::UntilClose => (Decode::UntilClose, None),
         };
-        let mut body = H1Body { conn: Some(conn), state, reusable, pool, remaining_hint: hint };
+        let mut body = H1Body { conn: Some(conn), state, reusable, pool, remaining_hint: hint, fields };
         if state == Decode::Done {
             body.finish();
         }
         body
+    }
+
+    /// The upstream's fields, for the server writing the response.
+    pub fn take_fields(&mut self) -> Option<Box<UpstreamFields>> {
+        self.fields.take()
     }
 
     /// The exchange is over: pool the connection if it can carry another request.
@@ -705,10 +780,15 @@ pub(super) fn step_chunk_line(buf: &mut BytesMut, state: Decode) -> Result<Optio
 mod tests {
     use super::*;
 
+    /// The head parsed, with the fields that pass on in its header map.
     fn parse(raw: &[u8], is_head: bool) -> (Response<()>, Framing, bool, BytesMut) {
         let mut buf = BytesMut::from(raw);
-        let (r, f, k) = parse_head(&mut buf, is_head).expect("valid").expect("complete");
-        (r, f, k, buf)
+        let ResponseHead { mut resp, fields, framing, keep_alive } =
+            parse_head(&mut buf, is_head).expect("valid").expect("complete");
+        if let Some(fields) = fields {
+            *resp.headers_mut() = fields.into_map(HeaderMap::new());
+        }
+        (resp, framing, keep_alive, buf)
     }
 
     #[test]
@@ -807,6 +887,13 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
             b"garbage\r\n\r\n",
             b"HTTP/1.1 999999 OK\r\n\r\n",
+            // Fields pass on as written, so httparse's checks are the only ones they get.
+            b"HTTP/1.1 200 OK\r\nx-a: a\x7fb\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a: a\x00b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx a: b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a : b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a: b\r\n folded\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a: b\rc: d\r\n\r\n",
         ] {
             let mut buf = BytesMut::from(raw);
             assert!(parse_head(&mut buf, false).is_err(), "{:?}", String::from_utf8_lossy(raw));
@@ -863,15 +950,71 @@ mod tests {
         let uri: http::Uri = "/a?b=1".parse().expect("uri");
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("x"));
+        let head = |method: Method| RequestHead {
+            method,
+            uri: uri.clone(),
+            headers: h.clone(),
+            own: super::super::pool::OwnFields::default(),
+        };
         let mut out = BytesMut::new();
-        assert!(!encode_head(&mut out, &Method::POST, &uri, &h, &UpBody::Empty));
+        assert!(!encode_head(&mut out, &head(Method::POST), &UpBody::Empty));
         assert_eq!(&out[..], b"POST /a?b=1 HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n");
         let mut out = BytesMut::new();
         let body = UpBody::Buffered { data: Some(Bytes::from_static(b"abc")) };
-        encode_head(&mut out, &Method::PUT, &uri, &h, &body);
+        encode_head(&mut out, &head(Method::PUT), &body);
         assert!(out.ends_with(b"content-length: 3\r\n\r\n"));
         let mut out = BytesMut::new();
-        encode_head(&mut out, &Method::GET, &uri, &h, &UpBody::Empty);
+        encode_head(&mut out, &head(Method::GET), &UpBody::Empty);
         assert_eq!(&out[..], b"GET /a?b=1 HTTP/1.1\r\nhost: x\r\n\r\n");
+    }
+
+    /// The fields an HTTP/1 upstream gets, as a map.
+    fn sent_fields(head: &RequestHead) -> HeaderMap {
+        let mut out = BytesMut::new();
+        encode_head(&mut out, head, &UpBody::Empty);
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let mut req = httparse::Request::new(&mut slots);
+        assert!(req.parse(&out).expect("valid head").is_complete());
+        let mut map = HeaderMap::new();
+        for f in req.headers.iter() {
+            map.append(
+                HeaderName::from_bytes(f.name.as_bytes()).expect("name"),
+                HeaderValue::from_bytes(f.value).expect("value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn own_fields_replace_the_clients_and_extend_its_chain() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("x"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1, 2.2.2.2"));
+        headers.append("x-forwarded-for", HeaderValue::from_static("3.3.3.3"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("x-request-id", HeaderValue::from_static("theirs"));
+        let own = super::super::pool::OwnFields {
+            request_id: Some(HeaderValue::from_static("ours")),
+            forwarded: Some(("10.0.0.9".parse().expect("ip"), hdr::Scheme::Http)),
+        };
+        let mut head = RequestHead { method: Method::GET, uri: "/".parse().expect("uri"), headers, own };
+        let sent = sent_fields(&head);
+        assert_eq!(
+            sent.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["1.1.1.1, 2.2.2.2, 10.0.0.9"]
+        );
+        assert_eq!(sent.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(), ["http"]);
+        assert_eq!(sent.get_all("x-request-id").iter().collect::<Vec<_>>(), ["ours"]);
+        assert_eq!(sent["host"], "x");
+        // The header map HTTP/2 upstreams and peers get says the same.
+        assert_eq!(sent, head.full_headers());
+        // A peer's request keeps its origin's forwarding fields; one without an id gets none.
+        head.own.forwarded = None;
+        head.own.request_id = None;
+        let sent = sent_fields(&head);
+        assert_eq!(sent.get_all("x-forwarded-for").iter().count(), 2);
+        assert_eq!(sent["x-forwarded-proto"], "https");
+        assert_eq!(sent["x-request-id"], "theirs");
+        assert_eq!(sent, head.full_headers());
     }
 }

@@ -35,7 +35,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::body::{BoxError, ClientBody, DownBody};
-use super::h1::{step_chunk_line, Decode, HeadFault, HeadSpans};
+use super::fields::UpstreamFields;
+use super::h1::{step_chunk_line, Decode, HeadFault, HeadSpans, RawFacts};
 use super::timer::KeptTimer;
 
 /// Most header fields a request head may carry (hyper's default); more is answered with 431.
@@ -461,28 +462,25 @@ fn parse_request(rd: &mut ReadState, max_head: usize) -> Result<Option<Parsed>, 
     let path = parsed.path.unwrap_or("");
     let target_at = path.as_ptr() as usize - rd.buf.as_ptr() as usize;
     let target = target_at..target_at + path.len();
+    // Framing and persistence from the raw fields: no lookups in the header map for them.
+    let facts = RawFacts::read(parsed.headers, true);
     let mut spans = HeadSpans::new();
     spans.note(parsed.headers, rd.buf.as_ptr());
     let head = rd.buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| Refusal::Malformed("invalid request target"))?;
     // Room for the fields the proxy adds (forwarding facts, request id, host).
-    let headers = spans.cut(&head, 5, false).map_err(|fault| match fault {
+    let headers = spans.cut(&head, 5).map_err(|fault| match fault {
         HeadFault::Name(_) => Refusal::Malformed("invalid header name"),
         HeadFault::Value(_) => Refusal::Malformed("invalid header value"),
     })?;
-    let body = request_framing(version, &headers)?;
+    let body = request_framing(version, &facts)?;
     let keep_alive = match version {
-        Version::HTTP_11 => !super::headers::connection_has(&headers, "close"),
-        _ => {
-            super::headers::connection_has(&headers, "keep-alive")
-                && !super::headers::connection_has(&headers, "close")
-        }
+        Version::HTTP_11 => !facts.close,
+        _ => facts.keep_alive && !facts.close,
     };
-    rd.continue_owed = (version == Version::HTTP_11
-        && body != Decode::Done
-        && headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")))
-    .then_some(0);
+    rd.continue_owed =
+        (version == Version::HTTP_11 && body != Decode::Done && facts.expect_continue).then_some(0);
     rd.body = body;
     rd.trailer_lines = 0;
     let is_head = method == Method::HEAD;
@@ -507,35 +505,20 @@ fn parse_error(e: httparse::Error) -> &'static str {
 
 /// How a request's body is delimited (RFC 9112 §6.3), refusing every ambiguous case: a
 /// request that could be read two ways is how requests are smuggled past a proxy.
-fn request_framing(version: Version, headers: &HeaderMap) -> Result<Decode, Refusal> {
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+fn request_framing(version: Version, facts: &RawFacts) -> Result<Decode, Refusal> {
+    if let Some(chunked) = facts.chunked_last {
         if version == Version::HTTP_10 {
             return Err(Refusal::Malformed("transfer-encoding in an HTTP/1.0 request"));
         }
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if facts.length != Ok(None) {
             return Err(Refusal::Malformed("both content-length and transfer-encoding"));
         }
-        if super::headers::chunked_last(headers) != Some(true) {
+        if !chunked {
             return Err(Refusal::Malformed("transfer-encoding must end with chunked"));
         }
         return Ok(Decode::ChunkSize);
     }
-    let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        let digits = v.as_bytes();
-        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(Refusal::Malformed("invalid content-length"));
-        }
-        let n: u64 = std::str::from_utf8(digits)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(Refusal::Malformed("invalid content-length"))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(Refusal::Malformed("conflicting content-length values"));
-        }
-        length = Some(n);
-    }
-    Ok(match length {
+    Ok(match facts.length.map_err(Refusal::Malformed)? {
         None | Some(0) => Decode::Done,
         Some(n) => Decode::Length(n),
     })
@@ -712,10 +695,12 @@ async fn write_response(
     version: Version,
     keep_alive: bool,
 ) -> io::Result<bool> {
-    let (parts, body) = resp.into_parts();
+    let (parts, mut body) = resp.into_parts();
+    let fields = body.take_fields();
     let mut body = pin!(body);
-    let (framing, keep) =
-        encode_head(out, parts.status, &parts.headers, &body.size_hint(), is_head, version, keep_alive);
+    let head = HeadOut { status: parts.status, headers: &parts.headers, fields: fields.as_deref() };
+    let (framing, keep) = encode_head(out, head, &body.size_hint(), is_head, version, keep_alive);
+    drop(fields);
     if framing == Framing::None {
         write_all(conn.write.as_ref(), out).await?;
         out.clear();
@@ -799,12 +784,20 @@ async fn write_response(
     Ok(keep)
 }
 
+/// What a response head is written from.
+struct HeadOut<'a> {
+    status: StatusCode,
+    /// Meridian's own fields, and the rest when `fields` is `None`.
+    headers: &'a HeaderMap,
+    /// An HTTP/1 upstream's fields, passed on as received.
+    fields: Option<&'a UpstreamFields>,
+}
+
 /// Encode the status line and fields into `out`; returns the body's framing and whether the
 /// connection stays open after this response.
 fn encode_head(
     out: &mut BytesMut,
-    status: StatusCode,
-    headers: &HeaderMap,
+    HeadOut { status, headers, fields }: HeadOut<'_>,
     hint: &SizeHint,
     is_head: bool,
     version: Version,
@@ -837,7 +830,7 @@ fn encode_head(
     // A HEAD or 304 answer keeps the length the full answer would have.
     let keep_length = is_head || status == StatusCode::NOT_MODIFIED;
     // Noted on the way past rather than looked up.
-    let mut has_date = false;
+    let mut has_date = fields.is_some_and(|f| f.write_to(out, keep_length, headers));
     for (name, value) in headers {
         if (name == header::CONTENT_LENGTH && !keep_length)
             || name == header::TRANSFER_ENCODING
@@ -1088,8 +1081,35 @@ mod tests {
             );
         }
         let mut out = BytesMut::new();
-        let (f, k) = encode_head(&mut out, status, &map, &hint, is_head, v, keep);
+        let (f, k) =
+            encode_head(&mut out, HeadOut { status, headers: &map, fields: None }, &hint, is_head, v, keep);
         (String::from_utf8(out.to_vec()).expect("ascii"), f, k)
+    }
+
+    #[test]
+    fn upstream_fields_pass_with_own_fields_winning_and_one_framing() {
+        let raw = "HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 6\r\nConnection: keep-alive\r\n\
+                   X-Meridian-Node: theirs\r\nDate: Mon, 23 Nov 2026 09:00:00 GMT\r\n\r\n";
+        let fields = super::super::fields::parsed(raw).expect("plain head");
+        let mut own = HeaderMap::new();
+        own.insert("x-meridian-node", HeaderValue::from_static("n1"));
+        let write = |is_head: bool| {
+            let mut out = BytesMut::new();
+            let head = HeadOut { status: StatusCode::OK, headers: &own, fields: Some(&fields) };
+            let hint = SizeHint::with_exact(if is_head { 0 } else { 6 });
+            let (f, _) = encode_head(&mut out, head, &hint, is_head, Version::HTTP_11, true);
+            (String::from_utf8(out.to_vec()).expect("ascii"), f)
+        };
+        let (h, f) = write(false);
+        assert_eq!(
+            h,
+            "HTTP/1.1 200 OK\r\nServer: up\r\nDate: Mon, 23 Nov 2026 09:00:00 GMT\r\n\
+             x-meridian-node: n1\r\ncontent-length: 6\r\n\r\n"
+        );
+        assert_eq!(f, Framing::Length(6));
+        let (h, f) = write(true);
+        assert_eq!(f, Framing::None);
+        assert!(h.contains("Content-Length: 6\r\n") && !h.contains("content-length"), "{h}");
     }
 
     #[test]

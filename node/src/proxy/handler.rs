@@ -24,9 +24,10 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::forward::{self, origin::ForwardRequest};
 use crate::gateway::{unix_ms, EndpointRuntime, Gateway, ServiceRuntime};
 use crate::proxy::body::{ClientBody, DownBody, Held, UpBody};
+use crate::proxy::fields;
 use crate::proxy::headers::{self as hdr, Scheme, X_MERIDIAN_NODE, X_MERIDIAN_REGION, X_REQUEST_ID};
 use crate::proxy::inflight::InFlightGuard;
-use crate::proxy::pool::{RequestHead, SendError, UpstreamBody};
+use crate::proxy::pool::{OwnFields, RequestHead, SendError, UpstreamBody};
 use crate::quota::RateLimitInfo;
 
 /// A request another node forwarded here: it is served from this region only.
@@ -48,8 +49,13 @@ pub fn handle(
 ) -> std::pin::Pin<Box<impl std::future::Future<Output = Response<DownBody>> + Send>> {
     // Boxed once, here: the request's future is a few KiB, and the server moves the future it
     // is given; a pointer moves for free. Not an `async fn` of its own, which would be one more
-    // layer holding a copy of the request.
-    Box::pin(respond(gw, req, client.ip(), scheme, None))
+    // layer holding a copy of the request. hyper writes the header map only, so the upstream's
+    // fields go into it.
+    Box::pin(async move {
+        let mut resp = respond(gw, req, client.ip(), scheme, None).await;
+        fields::into_header_map(&mut resp);
+        resp
+    })
 }
 
 /// [`handle`] for a request read by hyper (HTTP/2, and HTTP/1.1 over TLS).
@@ -239,8 +245,7 @@ async fn proxy(
     };
     let client_authority = parts.uri.authority().cloned();
     let mut headers = std::mem::take(&mut parts.headers);
-    hdr::strip_hop_by_hop(&mut headers);
-    headers.remove(header::EXPECT);
+    hdr::strip_request_fields(&mut headers);
     if !headers.contains_key(header::HOST) {
         if let Some(a) = &client_authority {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {
@@ -248,11 +253,11 @@ async fn proxy(
             }
         }
     }
-    if fwd.is_none() {
-        // A forwarded request carries the origin's forwarding headers already.
-        hdr::add_forwarded(&mut headers, client.ip, client.scheme);
-    }
-    headers.insert(X_REQUEST_ID, request_id.clone());
+    // A forwarded request carries the origin's forwarding fields already.
+    let own = OwnFields {
+        request_id: Some(request_id.clone()),
+        forwarded: fwd.is_none().then_some((client.ip, client.scheme)),
+    };
     // Looked up only where it decides something: for a method that is not idempotent itself.
     let has_idempotency_key = !crate::core::retry::method_is_idempotent(&parts.method)
         && headers.contains_key(hdr::IDEMPOTENCY_KEY);
@@ -263,7 +268,7 @@ async fn proxy(
         None => start + svc.timeout,
     };
     let mut tripped = None;
-    let head = RequestHead { method: parts.method.clone(), uri, headers };
+    let head = RequestHead { method: parts.method.clone(), uri, headers, own };
     let mut outgoing = if !has_body {
         Outgoing { head, body: OutBody::Replayable(None) }
     } else if content_length.is_some_and(|n| n <= gw.limits.retry_buffer_bytes) {
@@ -389,7 +394,10 @@ async fn proxy(
                 "request"
             );
             let (mut rparts, rbody) = resp.into_parts();
-            hdr::strip_hop_by_hop(&mut rparts.headers);
+            // An HTTP/1 response's fields were sorted as they were read.
+            if matches!(rbody, UpstreamBody::H2(_)) {
+                hdr::strip_hop_by_hop(&mut rparts.headers);
+            }
             rparts.headers.insert(X_MERIDIAN_NODE, gw.identity.node_header.clone());
             rparts.headers.insert(X_MERIDIAN_REGION, gw.identity.region_header.clone());
             let held = Held { endpoint: ep_guard, node: node_guard };
@@ -648,7 +656,7 @@ fn pick_endpoint(endpoints: &[Arc<EndpointRuntime>], tried: &[bool], now: Instan
             tried: tried.get(i).copied().unwrap_or(false),
         };
     }
-    balancer::pick(cands, rand::random(), rand::random())
+    balancer::pick(cands, crate::proxy::rng::random(), crate::proxy::rng::random())
 }
 
 fn record(gw: &Gateway, svc: &ServiceRuntime, ep: &EndpointRuntime, outcome: AttemptOutcome) {

@@ -9,37 +9,106 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `expect`,
-/// which Meridian answers itself.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
 
 /// Whether `name` is a hop-by-hop field of its own (not counting those `connection` names).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
+    HOP_BY_HOP.contains(&name.as_str())
+}
+
+/// What a field name, as written (in any case), means to a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Connection,
+    ContentLength,
+    TransferEncoding,
+    Expect,
+    Date,
+    /// Hop-by-hop, other than `connection` and `transfer-encoding`.
+    HopByHop,
+    /// Set by Meridian on a proxied response itself, replacing any the upstream sent: the
+    /// node, region and request id on every one, the quota state where a route has a quota.
+    SetOnResponses,
+    Other,
+}
+
+/// Whether `name` (a field name or value as httparse accepts them: no control characters but
+/// tab) is `lower` (lowercase letters, digits and `-`) in any case. Setting bit 0x20 of each
+/// such byte maps it onto a byte of `lower` exactly when the two are the same ignoring case
+/// (only CR would also map onto `-`); no early exit, so a fixed length unrolls.
+pub fn same_name(name: &[u8], lower: &str) -> bool {
+    name.len() == lower.len()
+        && name.iter().zip(lower.as_bytes()).fold(0, |acc, (a, b)| acc | ((a | 0x20) ^ b)) == 0
+}
+
+/// Sort a field name as written. By length first, then one comparison at most: this runs for
+/// every field of every request and response.
+pub fn classify(name: &[u8]) -> Field {
+    let is = |h: &str| same_name(name, h);
+    let found = |h: &str, field: Field| if is(h) { field } else { Field::Other };
+    match name.len() {
+        2 => found("te", Field::HopByHop),
+        4 => found("date", Field::Date),
+        6 => found("expect", Field::Expect),
+        7 if is("trailer") || is("upgrade") => Field::HopByHop,
+        9 => found("ratelimit", Field::SetOnResponses),
+        10 if is("connection") => Field::Connection,
+        10 => found("keep-alive", Field::HopByHop),
+        12 => found("x-request-id", Field::SetOnResponses),
+        14 => found("content-length", Field::ContentLength),
+        15 => found("x-meridian-node", Field::SetOnResponses),
+        16 if is("proxy-connection") => Field::HopByHop,
+        16 => found("ratelimit-policy", Field::SetOnResponses),
+        17 if is("transfer-encoding") => Field::TransferEncoding,
+        17 => found("x-meridian-region", Field::SetOnResponses),
+        18 => found("proxy-authenticate", Field::HopByHop),
+        19 => found("proxy-authorization", Field::HopByHop),
+        _ => Field::Other,
+    }
+}
+
+impl Field {
+    /// [`is_hop_by_hop`] for a classified name.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(self, Field::Connection | Field::TransferEncoding | Field::HopByHop)
+    }
 }
 
 /// Remove hop-by-hop headers, including any the `connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names present, then a hashed removal only for those found: most
-    // messages carry none of them, or only `connection: keep-alive`, on every request and
-    // every response.
-    let mut present = [false; 9];
+    strip(headers, false);
+}
+
+/// [`strip_hop_by_hop`] for a request on its way upstream, which also loses `expect`: Meridian
+/// answers that itself.
+pub fn strip_request_fields(headers: &mut HeaderMap) {
+    strip(headers, true);
+}
+
+fn strip(headers: &mut HeaderMap, expect: bool) {
+    // One pass over the names present; removals only when there is something to remove. Most
+    // messages carry none of these fields, on every request and every response.
+    let (mut found, mut connection) = (false, false);
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present[i] = true;
-        }
+        let field = classify(name.as_str().as_bytes());
+        found |= field.is_hop_by_hop() || (expect && field == Field::Expect);
+        connection |= field == Field::Connection;
     }
-    if present[0] {
+    if !found {
+        return;
+    }
+    if connection {
         // `close` and `keep-alive` are the usual options and name no other header (a
         // `keep-alive` header is removed below anyway): no allocation for them.
         let named: Vec<HeaderName> = headers
@@ -54,8 +123,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+    for name in HOP_BY_HOP {
         headers.remove(name);
+    }
+    if expect {
+        headers.remove(header::EXPECT);
     }
 }
 
@@ -70,13 +142,14 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     new_request_id()
 }
 
-/// 128 random bits as 32 lowercase hex digits.
+/// 128 random bits (see [`super::rng`]) as 32 lowercase hex digits.
 pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let id: u128 = rand::random();
+    let id: u128 = super::rng::random();
     let mut buf = [0u8; 32];
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+    for (pair, byte) in buf.chunks_exact_mut(2).zip(id.to_be_bytes()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("invalid"))
 }
@@ -127,6 +200,27 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: std::net::IpAddr, schem
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme.as_str()));
 }
 
+/// [`add_forwarded`] written straight into a request head: `chain` is the client's first
+/// `x-forwarded-for` value, if it sent one.
+pub fn write_forwarded(
+    out: &mut bytes::BytesMut,
+    chain: Option<&HeaderValue>,
+    client_ip: std::net::IpAddr,
+    scheme: Scheme,
+) {
+    let mut buf = [0u8; 64];
+    let len = format_ip(client_ip, &mut buf);
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(chain) = chain.filter(|c| !c.is_empty()) {
+        out.extend_from_slice(chain.as_bytes());
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(&buf[..len]);
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(scheme.as_str().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Write `ip` into `buf` (which holds the longest IPv6 text), returning its length. IPv4, the
 /// usual case, is done by hand: the formatting machinery costs more than the rest of this.
 fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> usize {
@@ -160,14 +254,6 @@ fn format_ip(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> usize {
     }
 }
 
-/// Whether a `connection` field lists `token`.
-pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| list_items(s).any(|t| t.eq_ignore_ascii_case(token))))
-}
-
 /// The elements of a list-valued field such as `connection` or `transfer-encoding`, trimmed.
 pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim)
@@ -183,13 +269,6 @@ pub fn ends_chunked(value: Option<&str>) -> bool {
     value.and_then(|s| s.rsplit(',').next()).map_or("", str::trim).eq_ignore_ascii_case("chunked")
 }
 
-/// For a message with `transfer-encoding`, whether its last coding is `chunked` (RFC 9112 §6.3);
-/// `None` without the field.
-pub fn chunked_last(headers: &HeaderMap) -> Option<bool> {
-    let te = headers.get_all(header::TRANSFER_ENCODING).iter().next_back()?;
-    Some(ends_chunked(te.to_str().ok()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,9 +281,75 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        let mut request = h.clone();
         strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
+        assert_eq!(h.len(), 2);
+        assert!(h.contains_key("x-kept") && h.contains_key("expect"));
+        strip_request_fields(&mut request);
+        assert_eq!(request.keys().collect::<Vec<_>>(), ["x-kept"]);
+        // `expect` alone goes too.
+        let mut request = HeaderMap::new();
+        request.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        strip_request_fields(&mut request);
+        assert!(request.is_empty());
+    }
+
+    #[test]
+    fn names_compare_ignoring_case_and_nothing_else() {
+        for (name, lower, same) in [
+            ("Keep-Alive", "keep-alive", true),
+            ("KEEP-ALIVE", "keep-alive", true),
+            ("keep_alive", "keep-alive", false),
+            ("keep-alivf", "keep-alive", false),
+            ("keep-aliv", "keep-alive", false),
+            ("X-Request-Id", "x-request-id", true),
+            ("x-request-i\t", "x-request-id", false),
+            ("Close", "close", true),
+            ("Clos\u{e9}", "close", false),
+            ("ratelimit", "ratelimit", true),
+            ("RATELIMIT", "ratelimiz", false),
+        ] {
+            assert_eq!(same_name(name.as_bytes(), lower), same, "{name:?} vs {lower:?}");
+        }
+        // Every visible ASCII byte: only the letter itself, in either case, matches.
+        for b in (0x20u8..0x7f).chain([b'\t']) {
+            for t in b"az-09".iter() {
+                let expected = b.to_ascii_lowercase() == *t;
+                assert_eq!(
+                    same_name(&[b], std::str::from_utf8(&[*t]).expect("ascii")),
+                    expected,
+                    "{b:#x} vs {t}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn raw_names_are_read_as_the_header_map_reads_them() {
+        for name in HOP_BY_HOP {
+            assert!(classify(name.as_bytes()).is_hop_by_hop(), "{name}");
+            assert!(classify(name.to_uppercase().as_bytes()).is_hop_by_hop(), "{name}");
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)));
+        }
+        for name in ["t", "tee", "connections", "x-upgrade", "content-length", "date", "expect", ""] {
+            assert!(!classify(name.as_bytes()).is_hop_by_hop(), "{name}");
+        }
+        for name in [X_REQUEST_ID, X_MERIDIAN_NODE, X_MERIDIAN_REGION] {
+            assert_eq!(classify(name.as_str().to_uppercase().as_bytes()), Field::SetOnResponses, "{name}");
+        }
+        for (name, field) in [
+            ("Content-Length", Field::ContentLength),
+            ("TRANSFER-ENCODING", Field::TransferEncoding),
+            ("connection", Field::Connection),
+            ("Expect", Field::Expect),
+            ("Date", Field::Date),
+            ("x-request-ids", Field::Other),
+            ("server", Field::Other),
+            ("content-type", Field::Other),
+        ] {
+            assert_eq!(classify(name.as_bytes()), field, "{name}");
+        }
     }
 
     #[test]
@@ -215,6 +360,8 @@ mod tests {
         h.insert(X_REQUEST_ID, HeaderValue::from_static(""));
         assert_eq!(request_id(&h).len(), 32);
         assert_ne!(new_request_id(), new_request_id());
+        let id = new_request_id();
+        assert!(id.as_bytes().iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)), "{id:?}");
     }
 
     #[test]

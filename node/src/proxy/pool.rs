@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::core::table::UpstreamProtocol;
 use crate::proxy::body::UpBody;
 use crate::proxy::h1::{H1Body, H1Conn, H1Error};
+use crate::proxy::headers::{self as hdr, Scheme};
 
 /// Longest a pooled HTTP/1 connection may sit idle; upstreams commonly close at 60 s or more.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
@@ -77,7 +78,37 @@ pub struct RequestHead {
     pub method: http::Method,
     /// Origin form (`/path?query`).
     pub uri: http::Uri,
+    /// The client's fields, cleaned.
     pub headers: http::HeaderMap,
+    /// The fields Meridian sets, kept beside `headers` rather than inserted into them: the
+    /// HTTP/1 writer puts them straight into the request head, in place of the client's.
+    pub own: OwnFields,
+}
+
+/// The fields Meridian sets on a request it passes on.
+#[derive(Default)]
+pub struct OwnFields {
+    /// `x-request-id`.
+    pub request_id: Option<http::HeaderValue>,
+    /// The client's address and the scheme it used: `x-forwarded-for` (appended to the
+    /// client's) and `x-forwarded-proto`. `None` for a request a peer forwarded, which carries
+    /// its origin's.
+    pub forwarded: Option<(std::net::IpAddr, Scheme)>,
+}
+
+impl RequestHead {
+    /// The fields as sent: the client's with Meridian's set in them (for HTTP/2 upstreams and
+    /// the peer plane, which send a header map).
+    pub fn full_headers(&self) -> http::HeaderMap {
+        let mut headers = self.headers.clone();
+        if let Some((ip, scheme)) = self.own.forwarded {
+            hdr::add_forwarded(&mut headers, ip, scheme);
+        }
+        if let Some(id) = &self.own.request_id {
+            headers.insert(hdr::X_REQUEST_ID, id.clone());
+        }
+        headers
+    }
 }
 
 /// A send that failed.
@@ -227,7 +258,7 @@ impl ConnPool {
         let mut req = http::Request::new(body);
         *req.method_mut() = head.method.clone();
         *req.uri_mut() = uri.build().map_err(|e| SendError::Failed(e.to_string()))?;
-        *req.headers_mut() = head.headers.clone();
+        *req.headers_mut() = head.full_headers();
         match sender.try_send_request(req).await {
             Ok(resp) => Ok(resp.map(UpstreamBody::H2)),
             Err(mut e) => {

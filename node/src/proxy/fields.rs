@@ -1,0 +1,285 @@
+//! An HTTP/1 upstream's response fields, passed on as the upstream wrote them.
+//!
+//! Turning a response head into an `http::HeaderMap` costs a name lookup, a hash and an insert
+//! per field, then a walk over the map to write it out again, and a drop: about a fifth of what
+//! a proxied request cost in user space. Most fields only pass through, so a response from an
+//! HTTP/1 upstream keeps its head as received, and its field lines are written to an HTTP/1
+//! client as they are, skipping the hop-by-hop fields and those Meridian sets itself (the header
+//! map then holds only Meridian's own fields, which win over the upstream's of the same name).
+//! Where a header map is needed after all (hyper's HTTP/2 and TLS servers, the peer plane),
+//! [`UpstreamFields::into_map`] builds it with the same rules.
+//!
+//! The head was validated by httparse, whose name and value rules are those of `http`'s
+//! `HeaderName` and `HeaderValue`; a line ending in a bare LF is written out with CRLF.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::headers::{self as hdr, Field};
+
+/// Most runs a head may have (a run is a stretch of field lines between dropped ones); a head
+/// with more takes the header-map path.
+const MAX_RUNS: usize = 8;
+
+/// The field lines of a response head, in the head's own buffer, sorted when the head was
+/// parsed: hop-by-hop fields left out, and the lines that pass on grouped into runs written
+/// with one copy each.
+pub struct UpstreamFields {
+    /// The whole head: status line, field lines, empty line.
+    head: Bytes,
+    plan: Plan,
+}
+
+/// Which stretches of a head pass on.
+pub(super) struct Plan {
+    runs: [Run; MAX_RUNS],
+    count: usize,
+    /// Whether a `date` field passes.
+    has_date: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Run {
+    start: u32,
+    end: u32,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Whole field lines, written as they are.
+    Lines,
+    /// A `content-length` line: the framing is the writer's, except in answers to HEAD and 304.
+    Length,
+    /// One field whose name (`name_len` bytes) Meridian also sets on responses: written only
+    /// when the response's own fields lack it.
+    Shadowed { name_len: u32 },
+}
+
+impl Plan {
+    /// The plan for `head` (a complete response head) whose fields httparse parsed as `fields`;
+    /// `None` when the head has more runs than [`MAX_RUNS`] or a line ending in a bare LF (the
+    /// header-map path then takes it, and writes CRLF). Every field, with what its name means,
+    /// goes to `each` on the way: one pass over the names for the framing facts and the plan.
+    pub(super) fn new(
+        fields: &[httparse::Header<'_>],
+        head: &[u8],
+        mut each: impl FnMut(Field, &[u8]),
+    ) -> Option<Plan> {
+        let base = head.as_ptr() as usize;
+        let len = head.len();
+        // The field lines end where the empty line starts.
+        let fields_end = if len >= 2 && head[len - 2] == b'\r' { len - 2 } else { len - 1 };
+        let mut plan =
+            Plan { runs: [Run { start: 0, end: 0, kind: Kind::Lines }; MAX_RUNS], count: 0, has_date: false };
+        let mut usable = true;
+        for (i, field) in fields.iter().enumerate() {
+            let name = field.name.as_bytes();
+            let class = hdr::classify(name);
+            each(class, field.value);
+            if !usable {
+                continue;
+            }
+            let start = name.as_ptr() as usize - base;
+            // A line ends where the next begins: its name (no space may precede a field name).
+            let end = fields.get(i + 1).map_or(fields_end, |next| next.name.as_ptr() as usize - base);
+            if end < start + 2 || head[end - 2] != b'\r' || head[end - 1] != b'\n' {
+                usable = false;
+                continue;
+            }
+            let kind = match class {
+                Field::ContentLength => Kind::Length,
+                Field::SetOnResponses => Kind::Shadowed { name_len: name.len() as u32 },
+                field if field.is_hop_by_hop() => continue,
+                field => {
+                    plan.has_date |= field == Field::Date;
+                    Kind::Lines
+                }
+            };
+            let (start, end) = (start as u32, end as u32);
+            match plan.count.checked_sub(1).map(|last| &mut plan.runs[last]) {
+                Some(last) if kind == Kind::Lines && last.kind == Kind::Lines && last.end == start => {
+                    last.end = end
+                }
+                _ if plan.count == MAX_RUNS => usable = false,
+                _ => {
+                    plan.runs[plan.count] = Run { start, end, kind };
+                    plan.count += 1;
+                }
+            }
+        }
+        usable.then_some(plan)
+    }
+}
+
+impl UpstreamFields {
+    /// The fields of `head`, planned by [`Plan::new`] over this same buffer.
+    pub(super) fn new(head: Bytes, plan: Plan) -> UpstreamFields {
+        UpstreamFields { head, plan }
+    }
+
+    fn runs(&self) -> &[Run] {
+        &self.plan.runs[..self.plan.count]
+    }
+
+    /// Whether `run` passes on: a `content-length` only with `keep_length`, a field Meridian
+    /// sets only when `own` lacks it.
+    fn passes(&self, run: &Run, keep_length: bool, own: &HeaderMap) -> bool {
+        match run.kind {
+            Kind::Lines => true,
+            Kind::Length => keep_length,
+            Kind::Shadowed { name_len } => {
+                let name = &self.head[run.start as usize..(run.start + name_len) as usize];
+                // A token: ASCII. The lookup folds case.
+                std::str::from_utf8(name).is_ok_and(|name| !own.contains_key(name))
+            }
+        }
+    }
+
+    /// Write the passing field lines to `out`; true when a `date` field was among them.
+    /// `keep_length` for answers to HEAD and 304, which keep the length the full answer has;
+    /// `own` holds the fields Meridian sets, which win over the upstream's.
+    pub fn write_to(&self, out: &mut BytesMut, keep_length: bool, own: &HeaderMap) -> bool {
+        debug_assert!(
+            own.keys().all(|k| hdr::classify(k.as_str().as_bytes()) == Field::SetOnResponses),
+            "a field Meridian sets on responses is missing from headers::Field::SetOnResponses: {own:?}"
+        );
+        for run in self.runs() {
+            if self.passes(run, keep_length, own) {
+                out.extend_from_slice(&self.head[run.start as usize..run.end as usize]);
+            }
+        }
+        self.plan.has_date
+    }
+
+    /// The passing fields as a header map (`content-length` kept), with Meridian's own fields
+    /// (`own`) replacing the upstream's of the same name.
+    pub fn into_map(self, own: HeaderMap) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(16);
+        for run in self.runs().iter().filter(|run| self.passes(run, true, &own)) {
+            let mut rest = &self.head[run.start as usize..run.end as usize];
+            // Whole CRLF lines, each with a colon (httparse saw to both).
+            while let Some(eol) = memchr::memchr(b'\n', rest) {
+                let line = &rest[..eol - 1];
+                rest = &rest[eol + 1..];
+                let Some(colon) = memchr::memchr(b':', line) else { continue };
+                let name = HeaderName::from_bytes(&line[..colon]);
+                let value =
+                    HeaderValue::from_maybe_shared(self.head.slice_ref(line[colon + 1..].trim_ascii()));
+                match (name, value) {
+                    (Ok(name), Ok(value)) => {
+                        map.append(name, value);
+                    }
+                    // httparse accepted it; should `http` disagree, the field is left out.
+                    _ => tracing::debug!(field = %String::from_utf8_lossy(line), "upstream field left out"),
+                }
+            }
+        }
+        let mut last = None;
+        for (name, value) in own {
+            match name {
+                Some(name) => {
+                    map.insert(name.clone(), value);
+                    last = Some(name);
+                }
+                None => {
+                    if let Some(name) = &last {
+                        map.append(name.clone(), value);
+                    }
+                }
+            }
+        }
+        map
+    }
+}
+
+/// Take the upstream's fields out of `resp`'s body and into its header map: for the servers
+/// that write a header map (hyper's HTTP/2 and TLS ones, the peer plane).
+pub fn into_header_map(resp: &mut http::Response<super::body::DownBody>) {
+    if let Some(fields) = resp.body_mut().take_fields() {
+        let own = std::mem::take(resp.headers_mut());
+        *resp.headers_mut() = fields.into_map(own);
+    }
+}
+
+/// The head parsed and planned as `h1` does; `None` when it would take the header-map path.
+#[cfg(test)]
+pub(super) fn parsed(head: &str) -> Option<UpstreamFields> {
+    let head = Bytes::copy_from_slice(head.as_bytes());
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut slots);
+    assert!(parsed.parse(&head).expect("valid head").is_complete());
+    let plan = Plan::new(parsed.headers, &head, |_, _| {})?;
+    Some(UpstreamFields::new(head.clone(), plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(head: &str) -> Option<UpstreamFields> {
+        parsed(head)
+    }
+
+    fn written(head: &str, keep_length: bool, own: &HeaderMap) -> (String, bool) {
+        let mut out = BytesMut::new();
+        let has_date = fields(head).expect("plain head").write_to(&mut out, keep_length, own);
+        (String::from_utf8(out.to_vec()).expect("ascii"), has_date)
+    }
+
+    #[test]
+    fn fields_pass_as_written_without_hop_by_hop_framing_or_own_ones() {
+        let head = "HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive\r\nContent-Type: text/plain\r\n\
+                    Content-Length: 6\r\nX-Request-Id: theirs\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\
+                    Keep-Alive: timeout=5\r\nTE: trailers\r\nDate: Mon, 23 Nov 2026 17:00:00 GMT\r\n\
+                    X-Meridian-Region: theirs\r\n\r\n";
+        let mut own = HeaderMap::new();
+        own.insert("x-request-id", HeaderValue::from_static("ours"));
+        let (out, has_date) = written(head, false, &own);
+        assert_eq!(
+            out,
+            "Server: up\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\
+             Date: Mon, 23 Nov 2026 17:00:00 GMT\r\nX-Meridian-Region: theirs\r\n"
+        );
+        assert!(has_date);
+        // HEAD and 304 answers keep the length the full answer would have had.
+        let (out, _) = written(head, true, &own);
+        assert!(out.contains("Content-Length: 6\r\n"), "{out}");
+        let (out, has_date) = written("HTTP/1.1 204 No Content\r\n\r\n", false, &HeaderMap::new());
+        assert_eq!((out.as_str(), has_date), ("", false));
+        let (out, _) = written("HTTP/1.1 200 OK\r\nA:1\r\nB:  two  \r\n\r\n", false, &HeaderMap::new());
+        assert_eq!(out, "A:1\r\nB:  two  \r\n", "lines pass byte for byte");
+    }
+
+    #[test]
+    fn bare_lf_heads_and_many_runs_take_the_header_map_path() {
+        assert!(fields("HTTP/1.1 200 OK\nA: 1\r\n\r\n").is_some(), "the status line is not passed on");
+        assert!(fields("HTTP/1.1 200 OK\r\nA: 1\nB: 2\r\n\r\n").is_none());
+        assert!(fields("HTTP/1.1 200 OK\r\nA: 1\r\n\n").is_some(), "the empty line may be a bare LF");
+        let mut head = String::from("HTTP/1.1 200 OK\r\n");
+        for i in 0..MAX_RUNS {
+            head.push_str(&format!("x-{i}: v\r\nte: trailers\r\n"));
+        }
+        assert!(fields(&format!("{head}\r\n")).is_some(), "{MAX_RUNS} runs fit");
+        assert!(fields(&format!("{head}x-last: v\r\n\r\n")).is_none());
+    }
+
+    #[test]
+    fn the_header_map_has_the_same_fields_and_own_ones_win() {
+        let head = "HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive\r\nContent-Length: 6\r\n\
+                    X-Meridian-Node: theirs\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Request-Id: r\r\n\r\n";
+        let mut own = HeaderMap::new();
+        own.insert("x-meridian-node", HeaderValue::from_static("n1"));
+        own.append("ratelimit", HeaderValue::from_static("a"));
+        own.append("ratelimit", HeaderValue::from_static("b"));
+        let map = fields(head).expect("plain head").into_map(own);
+        assert_eq!(map["server"], "up");
+        assert_eq!(map["content-length"], "6");
+        assert_eq!(map["x-request-id"], "r");
+        assert!(!map.contains_key("connection"));
+        assert_eq!(map.get_all("x-meridian-node").iter().collect::<Vec<_>>(), ["n1"]);
+        assert_eq!(map.get_all("set-cookie").iter().collect::<Vec<_>>(), ["a=1", "b=2"]);
+        assert_eq!(map.get_all("ratelimit").iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(map.len(), 8, "values, repeats counted");
+    }
+}
