@@ -282,4 +282,92 @@ mod tests {
         assert_eq!(map.get_all("ratelimit").iter().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(map.len(), 8, "values, repeats counted");
     }
+
+    /// What the header-map path makes of the same head: every field appended, the hop-by-hop
+    /// ones stripped, Meridian's own inserted over the upstream's.
+    fn reference(fields: &[(String, String)], own: &HeaderMap) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in fields {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_str(value).expect("value"),
+            );
+        }
+        hdr::strip_hop_by_hop(&mut map);
+        for (name, value) in own {
+            map.insert(name.clone(), value.clone());
+        }
+        map
+    }
+
+    #[test]
+    fn the_written_lines_and_the_map_agree_with_the_header_map_path() {
+        use rand::{Rng, SeedableRng};
+        const NAMES: [&str; 14] = [
+            "Server",
+            "date",
+            "Content-Length",
+            "connection",
+            "Keep-Alive",
+            "TE",
+            "Trailer",
+            "X-Request-Id",
+            "x-meridian-node",
+            "RateLimit",
+            "Set-Cookie",
+            "x-a",
+            "Transfer-Encoding",
+            "Vary",
+        ];
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(2);
+        let mut planned_heads = 0;
+        for round in 0..2_000 {
+            let fields: Vec<(String, String)> = (0..rng.gen_range(0..14))
+                .map(|i| {
+                    let name = NAMES[rng.gen_range(0..NAMES.len())];
+                    // Values `connection` may hold without naming other fields.
+                    let value = match name {
+                        "connection" => ["close", "keep-alive", "Keep-Alive, close"][i % 3].to_string(),
+                        _ => format!("v{round}-{i}"),
+                    };
+                    (name.to_string(), value)
+                })
+                .collect();
+            let mut own = HeaderMap::new();
+            if rng.gen_bool(0.5) {
+                own.insert("x-request-id", HeaderValue::from_static("ours"));
+                own.insert("x-meridian-node", HeaderValue::from_static("n1"));
+            }
+            let mut head = String::from("HTTP/1.1 200 OK\r\n");
+            for (name, value) in &fields {
+                let gap = if rng.gen_bool(0.3) { ":" } else { ": " };
+                head.push_str(&format!("{name}{gap}{value}\r\n"));
+            }
+            head.push_str("\r\n");
+            let Some(planned) = super::parsed(&head) else {
+                // Only a head with more stretches than fit takes the other path.
+                continue;
+            };
+            planned_heads += 1;
+            let want = reference(&fields, &own);
+            // The lines written, read back as a map, with `content-length` kept.
+            let mut out = BytesMut::new();
+            let has_date = planned.write_to(&mut out, true, &own);
+            assert_eq!(has_date, fields.iter().any(|(n, _)| n == "date"), "{head:?}");
+            let mut written = HeaderMap::new();
+            for line in std::str::from_utf8(&out).expect("ascii").split_terminator("\r\n") {
+                let (name, value) = line.split_once(':').expect("a field line");
+                written.append(
+                    HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                    HeaderValue::from_str(value.trim()).expect("value"),
+                );
+            }
+            for (name, value) in &own {
+                written.append(name.clone(), value.clone());
+            }
+            assert_eq!(written, want, "written lines of {head:?}");
+            assert_eq!(planned.into_map(own), want, "map of {head:?}");
+        }
+        assert!(planned_heads > 1_500, "only {planned_heads} heads were planned");
+    }
 }
