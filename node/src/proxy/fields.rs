@@ -10,7 +10,9 @@
 //! [`UpstreamFields::into_map`] builds it with the same rules.
 //!
 //! The head was validated by httparse, whose name and value rules are those of `http`'s
-//! `HeaderName` and `HeaderValue`; a line ending in a bare LF is written out with CRLF.
+//! `HeaderName` and `HeaderValue`. A head with a field line ending in a bare LF, with more
+//! stretches to copy than [`MAX_RUNS`], or whose `connection` field names further fields to drop
+//! takes the header-map path instead (`h1::parse_head`).
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
