@@ -36,6 +36,10 @@
 #   --markdown       also print the results as a markdown table (docs/benchmarks.md)
 #   --build          (re)build meridian with cargo before running
 #   --skip-meridian  measure only direct / nginx / haproxy
+#   --same-headers   make nginx and HAProxy do the header work Meridian always does: send
+#                    x-forwarded-for, x-forwarded-proto and a generated x-request-id upstream,
+#                    and add x-request-id and two node-naming fields to every response. By
+#                    default they forward the request as it came and add nothing.
 # Environment: DURATION (s, default 10), CONNECTIONS (default 64),
 #   WARMUP (s, default 2), ROUNDS (default 3), BENCH_BASE_PORT (default 18080),
 #   MERIDIAN_BIN (default target/release/meridian).
@@ -61,6 +65,7 @@ CLIENT_CPU=1
 
 markdown=0
 build=0
+SAME_HEADERS=0
 skip_meridian=0
 skip_reason=""
 for arg in "$@"; do
@@ -68,6 +73,7 @@ for arg in "$@"; do
     --markdown) markdown=1 ;;
     --build) build=1 ;;
     --skip-meridian) skip_meridian=1 skip_reason="--skip-meridian given" ;;
+    --same-headers) SAME_HEADERS=1 ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
         exit 0
@@ -127,8 +133,20 @@ MERIDIAN_PORT=${ports[3]} ADMIN_PORT=${ports[4]}
 log "ports: upstream=$UP_PORT nginx=$NGINX_PORT haproxy=$HAPROXY_PORT meridian=$MERIDIAN_PORT admin=$ADMIN_PORT"
 
 # --- configs ---------------------------------------------------------------
-write_proxy_configs "$UP_PORT" "$NGINX_PORT"
+write_proxy_configs "$UP_PORT" "$NGINX_PORT" "$SAME_HEADERS"
 
+haproxy_headers=""
+if ((SAME_HEADERS)); then
+    # The same header work as Meridian's, in HAProxy's words.
+    haproxy_headers='
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    unique-id-format %{+X}o%ci%cp%fi%fp%Ts%rt%pid
+    http-request set-header X-Request-Id %[unique-id]
+    http-response set-header X-Request-Id %[unique-id]
+    http-response set-header X-Meridian-Node bench
+    http-response set-header X-Meridian-Region local'
+fi
 # http-reuse always matches nginx's keepalive pool: any idle upstream
 # connection may serve any client.
 cat >"$TMP/haproxy.cfg" <<EOF
@@ -146,7 +164,7 @@ defaults
 
 frontend fe
     bind 127.0.0.1:$HAPROXY_PORT
-    default_backend be
+    default_backend be$haproxy_headers
 
 backend be
     server upstream 127.0.0.1:$UP_PORT maxconn 1000
@@ -314,6 +332,11 @@ else
     printf 'meridian/nginx throughput ratio: %s median (rounds: %s); p99 median meridian %.3f ms vs nginx %.3f ms\n' \
         "$(median "${ROUND_RATIOS[*]}")" "${ROUND_RATIOS[*]}" "$(median "${LIST_P99[meridian]}")" \
         "$(median "${LIST_P99[nginx-proxy]}")"
+fi
+if ((SAME_HEADERS)); then
+    echo "nginx and HAProxy did Meridian's header work too (--same-headers)."
+else
+    echo "nginx and HAProxy forwarded requests as they came and added no fields; Meridian did its header work (--same-headers evens that out)."
 fi
 
 if ((markdown)); then

@@ -320,11 +320,22 @@ nginx_http_common() {
 EOF
 }
 
-# write_proxy_configs UP_PORT NGINX_PORT: $TMP/upstream.conf (nginx answering `200 hello\n` on
-# UP_PORT), $TMP/proxy.conf (nginx proxying NGINX_PORT to it, with upstream keep-alive) and
-# $TMP/routes.json (one Meridian route to it).
+# write_proxy_configs UP_PORT NGINX_PORT [SAME_HEADERS]: $TMP/upstream.conf (nginx answering
+# `200 hello\n` on UP_PORT), $TMP/proxy.conf (nginx proxying NGINX_PORT to it, with upstream
+# keep-alive) and $TMP/routes.json (one Meridian route to it). With SAME_HEADERS=1 the nginx proxy
+# also does the header work Meridian always does (forwarding fields and a request id upstream, a
+# request id and two node-naming fields on every response).
 write_proxy_configs() {
-    local UP_PORT=$1 NGINX_PORT=$2
+    local UP_PORT=$1 NGINX_PORT=$2 SAME_HEADERS=${3:-0} headers=""
+    if ((SAME_HEADERS)); then
+        headers='
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Request-Id $request_id;
+            add_header X-Request-Id $request_id always;
+            add_header X-Meridian-Node bench always;
+            add_header X-Meridian-Region local always;'
+    fi
     {
         nginx_common upstream
         echo "http {"
@@ -356,7 +367,7 @@ EOF
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection "";$headers
         }
     }
 }
