@@ -250,44 +250,16 @@ input=$(jwt_input ES256 es)
 ES_TOKEN=$input.$(printf '%s' "$input" | es256_sign)
 
 # --- configs -------------------------------------------------------------------
-# Everything nginx might write goes into TMP, so it never touches /var/log/nginx or /var/lib/nginx.
-nginx_conf() {
-    local name=$1
-    cat <<EOF
-worker_processes 1;
-pid $TMP/$name.pid;
-error_log $TMP/$name-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_timeout 65s;
-    keepalive_requests 1000000;
-    client_body_temp_path $TMP/$name-body;
-    proxy_temp_path $TMP/$name-proxy;
-    fastcgi_temp_path $TMP/$name-fastcgi;
-    uwsgi_temp_path $TMP/$name-uwsgi;
-    scgi_temp_path $TMP/$name-scgi;
-EOF
-}
-
-{
-    nginx_conf upstream
-    cat <<EOF
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        location / {
-            default_type text/plain;
-            return 200 "hello\n";
-        }
-    }
-}
-EOF
-} >"$TMP/upstream.conf"
+# Everything nginx might write goes into TMP (lib-bench.sh's nginx_common and nginx_http_common),
+# so it never touches /var/log/nginx or /var/lib/nginx.
+write_upstream_config "$UP_PORT"
 
 # One nginx process with a plain and a TLS listener, as the Meridian node has. nginx's defaults
 # stay as they are otherwise (session tickets on, 16 KiB TLS buffer), as a user would run it.
 {
-    nginx_conf proxy
+    nginx_common proxy
+    echo "http {"
+    nginx_http_common proxy
     cat <<EOF
     upstream backend {
         server 127.0.0.1:$UP_PORT;

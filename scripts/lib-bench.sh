@@ -320,6 +320,26 @@ nginx_http_common() {
 EOF
 }
 
+# write_upstream_config UP_PORT: $TMP/upstream.conf, nginx answering `200 hello\n` on UP_PORT.
+write_upstream_config() {
+    local UP_PORT=$1
+    {
+        nginx_common upstream
+        echo "http {"
+        nginx_http_common upstream
+        cat <<EOF
+    server {
+        listen 127.0.0.1:$UP_PORT;
+        location / {
+            default_type text/plain;
+            return 200 "hello\n";
+        }
+    }
+}
+EOF
+    } >"$TMP/upstream.conf"
+}
+
 # write_proxy_configs UP_PORT NGINX_PORT [SAME_HEADERS]: $TMP/upstream.conf (nginx answering
 # `200 hello\n` on UP_PORT), $TMP/proxy.conf (nginx proxying NGINX_PORT to it, with upstream
 # keep-alive) and $TMP/routes.json (one Meridian route to it). With SAME_HEADERS=1 the nginx proxy
@@ -336,21 +356,7 @@ write_proxy_configs() {
             add_header X-Meridian-Node bench always;
             add_header X-Meridian-Region local always;'
     fi
-    {
-        nginx_common upstream
-        echo "http {"
-        nginx_http_common upstream
-        cat <<EOF
-    server {
-        listen 127.0.0.1:$UP_PORT;
-        location / {
-            default_type text/plain;
-            return 200 "hello\n";
-        }
-    }
-}
-EOF
-    } >"$TMP/upstream.conf"
+    write_upstream_config "$UP_PORT"
 
     {
         nginx_common proxy
