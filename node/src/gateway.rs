@@ -21,6 +21,7 @@ use crate::core::matcher::RouteMatcher;
 use crate::core::retry::RetryBudget;
 use crate::core::table::{parse_endpoint, RoutingTable, ServiceSpec};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::proxy::fields::NodeFields;
 use crate::proxy::pool::ConnPool;
 use crate::quota::key::KeySource;
 use crate::quota::{policy_header, QuotaPlane, RouteQuota};
@@ -30,8 +31,8 @@ use crate::route_store::{RouteStore, WriteError};
 pub struct Identity {
     pub id: String,
     pub region: String,
-    pub node_header: HeaderValue,
-    pub region_header: HeaderValue,
+    /// `x-meridian-node` and `x-meridian-region`.
+    pub fields: Arc<NodeFields>,
 }
 
 impl Identity {
@@ -39,8 +40,7 @@ impl Identity {
         Ok(Identity {
             id: id.to_string(),
             region: region.to_string(),
-            node_header: HeaderValue::from_str(id)?,
-            region_header: HeaderValue::from_str(region)?,
+            fields: Arc::new(NodeFields::new(HeaderValue::from_str(id)?, HeaderValue::from_str(region)?)),
         })
     }
 }

@@ -210,6 +210,15 @@ impl DownBody {
         }
     }
 
+    /// The fields of an HTTP/1 upstream's response, for Meridian to set its own beside them
+    /// (`None`: they are in the header map).
+    pub fn fields_mut(&mut self) -> Option<&mut crate::proxy::fields::UpstreamFields> {
+        match self {
+            DownBody::H1 { inner, .. } => inner.fields_mut(),
+            DownBody::Full { .. } | DownBody::H2 { .. } | DownBody::Forwarded { .. } => None,
+        }
+    }
+
     pub fn upstream(body: UpstreamBody, held: Held) -> DownBody {
         match body {
             UpstreamBody::H1(inner) => {

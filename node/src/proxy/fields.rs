@@ -9,10 +9,17 @@
 //! Where a header map is needed after all (hyper's HTTP/2 and TLS servers, the peer plane),
 //! [`UpstreamFields::into_map`] builds it with the same rules.
 //!
+//! Meridian's own fields on such a response (the node, the region and the request id) are kept
+//! beside the upstream's ([`UpstreamFields::name_node`], [`UpstreamFields::set_request_id`])
+//! rather than put in the header map: the node's two are rendered once per node, and the map
+//! stays empty, so a proxied response allocates no map, hashes no names and drops no entries.
+//!
 //! The head was validated by httparse, whose name and value rules are those of `http`'s
 //! `HeaderName` and `HeaderValue`. A head with a field line ending in a bare LF, with more
 //! stretches to copy than [`MAX_RUNS`], or whose `connection` field names further fields to drop
 //! takes the header-map path instead (`h1::parse_head`).
+
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -30,6 +37,40 @@ pub struct UpstreamFields {
     /// The whole head: status line, field lines, empty line.
     head: Bytes,
     plan: Plan,
+    /// `x-meridian-node` and `x-meridian-region`, once the response is named.
+    node: Option<Arc<NodeFields>>,
+    /// `x-request-id`, once set.
+    request_id: Option<HeaderValue>,
+}
+
+/// The fields naming the node that serves a response, `x-meridian-node` and
+/// `x-meridian-region`: as values for a header map, and as the field lines an HTTP/1 response
+/// carries them in, rendered once.
+pub struct NodeFields {
+    node: HeaderValue,
+    region: HeaderValue,
+    lines: Bytes,
+}
+
+impl NodeFields {
+    pub fn new(node: HeaderValue, region: HeaderValue) -> NodeFields {
+        let mut lines = BytesMut::new();
+        for (name, value) in [(hdr::X_MERIDIAN_NODE, &node), (hdr::X_MERIDIAN_REGION, &region)] {
+            lines.extend_from_slice(name.as_str().as_bytes());
+            lines.extend_from_slice(b": ");
+            lines.extend_from_slice(value.as_bytes());
+            lines.extend_from_slice(b"\r\n");
+        }
+        NodeFields { node, region, lines: lines.freeze() }
+    }
+
+    pub fn node(&self) -> &HeaderValue {
+        &self.node
+    }
+
+    pub fn region(&self) -> &HeaderValue {
+        &self.region
+    }
 }
 
 /// Which stretches of a head pass on.
@@ -117,7 +158,28 @@ impl Plan {
 impl UpstreamFields {
     /// The fields of `head`, planned by [`Plan::new`] over this same buffer.
     pub(super) fn new(head: Bytes, plan: Plan) -> UpstreamFields {
-        UpstreamFields { head, plan }
+        UpstreamFields { head, plan, node: None, request_id: None }
+    }
+
+    /// Name the node that served the response (`x-meridian-node`, `x-meridian-region`),
+    /// replacing the upstream's fields of those names.
+    pub fn name_node(&mut self, node: &Arc<NodeFields>) {
+        self.node = Some(node.clone());
+    }
+
+    /// Set the response's `x-request-id`, replacing the upstream's.
+    pub fn set_request_id(&mut self, id: HeaderValue) {
+        self.request_id = Some(id);
+    }
+
+    /// Whether Meridian set the field `name` (as written, any case) beside the upstream's.
+    fn sets(&self, name: &[u8]) -> bool {
+        match name.len() {
+            12 => self.request_id.is_some() && hdr::same_name(name, "x-request-id"),
+            15 => self.node.is_some() && hdr::same_name(name, "x-meridian-node"),
+            17 => self.node.is_some() && hdr::same_name(name, "x-meridian-region"),
+            _ => false,
+        }
     }
 
     fn runs(&self) -> &[Run] {
@@ -125,7 +187,7 @@ impl UpstreamFields {
     }
 
     /// Whether `run` passes on: a `content-length` only with `keep_length`, a field Meridian
-    /// sets only when `own` lacks it.
+    /// sets only when neither this response's own fields nor `own` hold it.
     fn passes(&self, run: &Run, keep_length: bool, own: &HeaderMap) -> bool {
         match run.kind {
             Kind::Lines => true,
@@ -133,7 +195,7 @@ impl UpstreamFields {
             Kind::Shadowed { name_len } => {
                 let name = &self.head[run.start as usize..(run.start + name_len) as usize];
                 // A token: ASCII. The lookup folds case.
-                std::str::from_utf8(name).is_ok_and(|name| !own.contains_key(name))
+                !self.sets(name) && std::str::from_utf8(name).is_ok_and(|name| !own.contains_key(name))
             }
         }
     }
@@ -151,11 +213,19 @@ impl UpstreamFields {
                 out.extend_from_slice(&self.head[run.start as usize..run.end as usize]);
             }
         }
+        if let Some(node) = &self.node {
+            out.extend_from_slice(&node.lines);
+        }
+        if let Some(id) = &self.request_id {
+            out.extend_from_slice(b"x-request-id: ");
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         self.plan.has_date
     }
 
     /// The passing fields as a header map (`content-length` kept), with Meridian's own fields
-    /// (`own`) replacing the upstream's of the same name.
+    /// (those set here and those in `own`) replacing the upstream's of the same name.
     pub fn into_map(self, own: HeaderMap) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(16);
         for run in self.runs().iter().filter(|run| self.passes(run, true, &own)) {
@@ -176,6 +246,13 @@ impl UpstreamFields {
                     _ => tracing::debug!(field = %String::from_utf8_lossy(line), "upstream field left out"),
                 }
             }
+        }
+        if let Some(node) = &self.node {
+            map.insert(hdr::X_MERIDIAN_NODE, node.node.clone());
+            map.insert(hdr::X_MERIDIAN_REGION, node.region.clone());
+        }
+        if let Some(id) = self.request_id {
+            map.insert(hdr::X_REQUEST_ID, id);
         }
         let mut last = None;
         for (name, value) in own {
@@ -285,6 +362,40 @@ mod tests {
         assert_eq!(map.len(), 8, "values, repeats counted");
     }
 
+    #[test]
+    fn fields_set_beside_the_upstreams_replace_theirs_in_lines_and_map() {
+        let head =
+            "HTTP/1.1 200 OK\r\nServer: up\r\nX-Meridian-Node: theirs\r\nx-meridian-region: theirs\r\n\
+                    X-REQUEST-ID: theirs\r\nRateLimit: theirs\r\n\r\n";
+        let node = Arc::new(NodeFields::new(HeaderValue::from_static("n1"), HeaderValue::from_static("eu")));
+        let mut planned = fields(head).expect("plain head");
+        planned.name_node(&node);
+        planned.set_request_id(HeaderValue::from_static("id-1"));
+        let mut out = BytesMut::new();
+        planned.write_to(&mut out, false, &HeaderMap::new());
+        assert_eq!(
+            std::str::from_utf8(&out).expect("ascii"),
+            "Server: up\r\nRateLimit: theirs\r\nx-meridian-node: n1\r\nx-meridian-region: eu\r\n\
+             x-request-id: id-1\r\n"
+        );
+        let map = planned.into_map(HeaderMap::new());
+        assert_eq!(map["x-meridian-node"], "n1");
+        assert_eq!(map["x-meridian-region"], "eu");
+        assert_eq!(map["x-request-id"], "id-1");
+        assert_eq!(map["ratelimit"], "theirs");
+        assert_eq!(map.len(), 5);
+        // Only what was set is replaced.
+        let mut planned = fields(head).expect("plain head");
+        planned.set_request_id(HeaderValue::from_static("id-2"));
+        let (mut out, mut own) = (BytesMut::new(), HeaderMap::new());
+        own.insert("ratelimit", HeaderValue::from_static("ours"));
+        planned.write_to(&mut out, false, &own);
+        assert_eq!(
+            std::str::from_utf8(&out).expect("ascii"),
+            "Server: up\r\nX-Meridian-Node: theirs\r\nx-meridian-region: theirs\r\nx-request-id: id-2\r\n"
+        );
+    }
+
     /// What the header-map path makes of the same head: every field appended, the hop-by-hop
     /// ones stripped, Meridian's own inserted over the upstream's.
     fn reference(fields: &[(String, String)], own: &HeaderMap) -> HeaderMap {
@@ -305,8 +416,9 @@ mod tests {
     #[test]
     fn the_written_lines_and_the_map_agree_with_the_header_map_path() {
         use rand::{Rng, SeedableRng};
-        const NAMES: [&str; 14] = [
+        const NAMES: [&str; 15] = [
             "Server",
+            "X-Meridian-Region",
             "date",
             "Content-Length",
             "connection",
@@ -322,6 +434,7 @@ mod tests {
             "Vary",
         ];
         let mut rng = rand::rngs::SmallRng::seed_from_u64(2);
+        let node = Arc::new(NodeFields::new(HeaderValue::from_static("n2"), HeaderValue::from_static("r2")));
         let mut planned_heads = 0;
         for round in 0..2_000 {
             let fields: Vec<(String, String)> = (0..rng.gen_range(0..14))
@@ -335,10 +448,17 @@ mod tests {
                     (name.to_string(), value)
                 })
                 .collect();
+            // Meridian's own fields, each either set beside the upstream's or in the map.
+            let (stamp_node, stamp_id) = (rng.gen_bool(0.5), rng.gen_bool(0.5));
             let mut own = HeaderMap::new();
-            if rng.gen_bool(0.5) {
+            if !stamp_id && rng.gen_bool(0.5) {
                 own.insert("x-request-id", HeaderValue::from_static("ours"));
+            }
+            if !stamp_node && rng.gen_bool(0.5) {
                 own.insert("x-meridian-node", HeaderValue::from_static("n1"));
+            }
+            if rng.gen_bool(0.2) {
+                own.insert("ratelimit", HeaderValue::from_static("q"));
             }
             let mut head = String::from("HTTP/1.1 200 OK\r\n");
             for (name, value) in &fields {
@@ -346,12 +466,22 @@ mod tests {
                 head.push_str(&format!("{name}{gap}{value}\r\n"));
             }
             head.push_str("\r\n");
-            let Some(planned) = super::parsed(&head) else {
+            let Some(mut planned) = super::parsed(&head) else {
                 // Only a head with more stretches than fit takes the other path.
                 continue;
             };
             planned_heads += 1;
-            let want = reference(&fields, &own);
+            let mut set = own.clone();
+            if stamp_node {
+                planned.name_node(&node);
+                set.insert("x-meridian-node", HeaderValue::from_static("n2"));
+                set.insert("x-meridian-region", HeaderValue::from_static("r2"));
+            }
+            if stamp_id {
+                planned.set_request_id(HeaderValue::from_static("id2"));
+                set.insert("x-request-id", HeaderValue::from_static("id2"));
+            }
+            let want = reference(&fields, &set);
             // The lines written, read back as a map, with `content-length` kept.
             let mut out = BytesMut::new();
             let has_date = planned.write_to(&mut out, true, &own);

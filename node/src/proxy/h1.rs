@@ -588,6 +588,11 @@ impl H1Body {
         self.fields.take()
     }
 
+    /// The upstream's fields, for Meridian to set its own beside them.
+    pub fn fields_mut(&mut self) -> Option<&mut UpstreamFields> {
+        self.fields.as_deref_mut()
+    }
+
     /// The exchange is over: pool the connection if it can carry another request.
     fn finish(&mut self) {
         self.state = Decode::Done;

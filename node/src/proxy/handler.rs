@@ -24,7 +24,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::forward::{self, origin::ForwardRequest};
 use crate::gateway::{unix_ms, EndpointRuntime, Gateway, ServiceRuntime};
 use crate::proxy::body::{ClientBody, DownBody, Held, UpBody};
-use crate::proxy::fields;
+use crate::proxy::fields::{self, NodeFields};
 use crate::proxy::headers::{self as hdr, Scheme, X_MERIDIAN_NODE, X_MERIDIAN_REGION, X_REQUEST_ID};
 use crate::proxy::inflight::InFlightGuard;
 use crate::proxy::pool::{OwnFields, RequestHead, SendError, UpstreamBody};
@@ -95,8 +95,7 @@ impl crate::proxy::h1_server::Service for DataPlane {
         let request_id = hdr::new_request_id();
         let mut resp = error_response(&GatewayError::new(kind, why), &request_id);
         let h = resp.headers_mut();
-        h.insert(X_MERIDIAN_NODE, self.gw.identity.node_header.clone());
-        h.insert(X_MERIDIAN_REGION, self.gw.identity.region_header.clone());
+        name_node(h, &self.gw.identity.fields);
         h.insert(X_REQUEST_ID, request_id);
         resp
     }
@@ -128,18 +127,27 @@ pub async fn respond(
                 tracing::debug!(request_id = ?request_id, %method, path = %uri.path(), error = %e, "request refused");
             }
             let mut resp = error_response(&e, &request_id);
-            let h = resp.headers_mut();
-            h.insert(X_MERIDIAN_NODE, gw.identity.node_header.clone());
-            h.insert(X_MERIDIAN_REGION, gw.identity.region_header.clone());
+            name_node(resp.headers_mut(), &gw.identity.fields);
             resp
         }
     };
-    let h = resp.headers_mut();
     if let Some(rate) = rate {
-        rate.apply(h);
+        rate.apply(resp.headers_mut());
     }
-    h.insert(X_REQUEST_ID, request_id);
+    // Beside an HTTP/1 upstream's fields when it has them: the header map then stays empty.
+    match resp.body_mut().fields_mut() {
+        Some(fields) => fields.set_request_id(request_id),
+        None => {
+            resp.headers_mut().insert(X_REQUEST_ID, request_id);
+        }
+    }
     resp
+}
+
+/// Set `x-meridian-node` and `x-meridian-region` in `h`.
+fn name_node(h: &mut HeaderMap, node: &NodeFields) {
+    h.insert(X_MERIDIAN_NODE, node.node().clone());
+    h.insert(X_MERIDIAN_REGION, node.region().clone());
 }
 
 pub fn error_response(e: &GatewayError, request_id: &HeaderValue) -> Response<DownBody> {
@@ -356,8 +364,8 @@ async fn proxy(
                     Some(Ok(mut resp)) => {
                         // The serving node named itself; an older peer might not have.
                         let h = resp.headers_mut();
-                        h.entry(X_MERIDIAN_NODE).or_insert_with(|| gw.identity.node_header.clone());
-                        h.entry(X_MERIDIAN_REGION).or_insert_with(|| gw.identity.region_header.clone());
+                        h.entry(X_MERIDIAN_NODE).or_insert_with(|| gw.identity.fields.node().clone());
+                        h.entry(X_MERIDIAN_REGION).or_insert_with(|| gw.identity.fields.region().clone());
                         return Ok(resp);
                     }
                     // The local error explains the most when no region could take the request;
@@ -393,13 +401,16 @@ async fn proxy(
                 forwarded_from = fwd.map(|f| f.from.as_str()),
                 "request"
             );
-            let (mut rparts, rbody) = resp.into_parts();
-            // An HTTP/1 response's fields were sorted as they were read.
+            let (mut rparts, mut rbody) = resp.into_parts();
+            // An HTTP/1 response's fields were sorted as they were read, and Meridian's own go
+            // beside them.
             if matches!(rbody, UpstreamBody::H2(_)) {
                 hdr::strip_hop_by_hop(&mut rparts.headers);
             }
-            rparts.headers.insert(X_MERIDIAN_NODE, gw.identity.node_header.clone());
-            rparts.headers.insert(X_MERIDIAN_REGION, gw.identity.region_header.clone());
+            match rbody.fields_mut() {
+                Some(fields) => fields.name_node(&gw.identity.fields),
+                None => name_node(&mut rparts.headers, &gw.identity.fields),
+            }
             let held = Held { endpoint: ep_guard, node: node_guard };
             Ok(Response::from_parts(rparts, DownBody::upstream(rbody, held)))
         }

@@ -72,6 +72,17 @@ pub enum UpstreamBody {
     H2(Incoming),
 }
 
+impl UpstreamBody {
+    /// The fields of an HTTP/1 upstream's response when they are kept as received (`None`:
+    /// they are in the header map).
+    pub fn fields_mut(&mut self) -> Option<&mut crate::proxy::fields::UpstreamFields> {
+        match self {
+            UpstreamBody::H1(body) => body.fields_mut(),
+            UpstreamBody::H2(_) => None,
+        }
+    }
+}
+
 /// What is sent upstream apart from the body: kept by the caller across attempts, so an HTTP/1
 /// attempt encodes it without copying it.
 pub struct RequestHead {
