@@ -146,7 +146,10 @@ pub fn new_request_id() -> HeaderValue {
         pair[0] = HEX[usize::from(byte >> 4)];
         pair[1] = HEX[usize::from(byte & 0xf)];
     }
-    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("invalid"))
+    // Owned by its shared buffer from the start: the id is cloned for the upstream head and the
+    // response, and a copied buffer would be allocated again, to be shared, at the first clone.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 /// How a client reached this node: the listener it connected to.
